@@ -1,0 +1,161 @@
+"""The episode store: one ``.npz`` file per episode, readable with numpy alone.
+
+Layout (see ``docs/data-format.md``):
+
+* ``states``   (T, ds) float32, required.
+* ``actions``  (T, da) float32, only when actions are known; ``actions[t]`` is taken in
+  ``states[t]``. An action-free episode has no ``actions`` array at all.
+* ``rewards``  (T,) float32, only when known; ``rewards[t]`` is received for ``actions[t]``.
+* ``physics``  (T, dp) float64, optional simulator state per step, for replay and rendering.
+* ``time_s``   (T,) float64, optional timestamps.
+* ``meta``     a 1-element unicode array holding one JSON object (task, source, control_hz,
+  policy_id, seed, terminated, truncated, ...).
+
+Files are written crash-safely: temporary file in the same folder, fsync, atomic rename.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import re
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from mtm_robot.errors import DataError
+
+FORMAT_VERSION = 1
+_ARRAY_KEYS = ("states", "actions", "rewards", "physics", "time_s")
+_EPISODE_NAME = re.compile(r"^episode_(\d+)\.npz$")
+
+
+@dataclass
+class Episode:
+    """One trajectory; a missing modality is ``None``, never zero-filled."""
+
+    states: np.ndarray
+    actions: np.ndarray | None = None
+    rewards: np.ndarray | None = None
+    physics: np.ndarray | None = None
+    time_s: np.ndarray | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.states = np.asarray(self.states, dtype=np.float32)
+        if self.states.ndim != 2:
+            raise DataError(f"states: expected shape (T, ds), got {self.states.shape}")
+        n = len(self.states)
+        if self.actions is not None:
+            self.actions = np.asarray(self.actions, dtype=np.float32)
+            _check_len("actions", self.actions, n, ndim=2)
+        if self.rewards is not None:
+            self.rewards = np.asarray(self.rewards, dtype=np.float32).reshape(-1)
+            _check_len("rewards", self.rewards, n, ndim=1)
+        if self.physics is not None:
+            self.physics = np.asarray(self.physics, dtype=np.float64)
+            _check_len("physics", self.physics, n, ndim=2)
+        if self.time_s is not None:
+            self.time_s = np.asarray(self.time_s, dtype=np.float64).reshape(-1)
+            _check_len("time_s", self.time_s, n, ndim=1)
+
+    def __len__(self) -> int:
+        return len(self.states)
+
+    @property
+    def has_actions(self) -> bool:
+        return self.actions is not None
+
+    def without_actions(self) -> Episode:
+        """The same episode as an action-free demonstration."""
+        meta = dict(self.meta, actions_dropped=True)
+        return Episode(self.states, None, self.rewards, self.physics, self.time_s, meta)
+
+    def total_reward(self) -> float:
+        if self.rewards is None:
+            raise DataError("episode has no rewards")
+        return float(self.rewards.sum())
+
+
+def _check_len(name: str, array: np.ndarray, n: int, ndim: int) -> None:
+    if array.ndim != ndim or len(array) != n:
+        raise DataError(
+            f"{name}: expected {ndim}-d array with {n} steps (as states), got shape {array.shape}"
+        )
+
+
+def save_episode(path: str | Path, episode: Episode) -> Path:
+    """Write ``episode`` to ``path`` atomically (tmp file, fsync, rename); returns the path."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    arrays: dict[str, np.ndarray] = {}
+    for key in _ARRAY_KEYS:
+        value = getattr(episode, key)
+        if value is not None:
+            arrays[key] = value
+    meta = dict(episode.meta, format_version=FORMAT_VERSION)
+    arrays["meta"] = np.array([json.dumps(meta, sort_keys=True)])
+    buffer = io.BytesIO()
+    np.savez(buffer, **arrays)  # type: ignore[arg-type]
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "wb") as handle:
+        handle.write(buffer.getbuffer())
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+    _fsync_dir(path.parent)
+    return path
+
+
+def _fsync_dir(directory: Path) -> None:
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def load_episode(path: str | Path) -> Episode:
+    """Read an episode; never unpickles (``allow_pickle=False``)."""
+    path = Path(path)
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            if "states" not in data:
+                raise DataError(f"{path}: no 'states' array (keys: {sorted(data.files)})")
+            arrays = {key: data[key] for key in _ARRAY_KEYS if key in data}
+            meta = json.loads(str(data["meta"][0])) if "meta" in data else {}
+    except (OSError, ValueError, EOFError) as exc:  # zipfile errors subclass these
+        raise DataError(f"{path}: not a readable episode file ({exc})") from exc
+    return Episode(meta=meta, **arrays)
+
+
+def episode_paths(directory: str | Path) -> list[Path]:
+    """Episode files of a store directory, in index order."""
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise DataError(f"episode store {directory} does not exist or is not a directory")
+    found = [
+        (int(m.group(1)), p) for p in directory.iterdir() if (m := _EPISODE_NAME.match(p.name))
+    ]
+    return [p for _, p in sorted(found)]
+
+
+def episode_file(directory: str | Path, index: int) -> Path:
+    """The canonical file name of episode ``index`` in a store directory."""
+    return Path(directory) / f"episode_{index:06d}.npz"
+
+
+def iter_episodes(directory: str | Path) -> Iterator[Episode]:
+    for path in episode_paths(directory):
+        yield load_episode(path)
+
+
+def load_episodes(directory: str | Path) -> list[Episode]:
+    return list(iter_episodes(directory))

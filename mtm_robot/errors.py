@@ -1,0 +1,23 @@
+"""Exceptions raised by mtm-robot; each message names the bad value and what was expected."""
+
+from __future__ import annotations
+
+
+class MTMRobotError(Exception):
+    """Base class of every error this package raises on purpose."""
+
+
+class ConfigError(MTMRobotError, ValueError):
+    """A configuration value or key is invalid."""
+
+
+class DataError(MTMRobotError, ValueError):
+    """A dataset, episode file or array does not match what is expected."""
+
+
+class CheckpointError(MTMRobotError, ValueError):
+    """A checkpoint is missing, truncated, tampered with, or does not match the data."""
+
+
+class SpecMismatchError(MTMRobotError, ValueError):
+    """Two specs (model vs task, request vs model) disagree."""

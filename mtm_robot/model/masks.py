@@ -1,0 +1,240 @@
+"""Mask building: the one home for every MTM mask, training and inference alike.
+
+A mask maps each modality name to a boolean array of shape (L,): True = visible (model input),
+False = masked (to be reconstructed). Functions are pure; the random ones take an explicit
+``numpy.random.Generator``. See ``../shared/reference/mtm.md`` section 4.
+
+Inference slot layout (control): slots ``0..k-1`` hold the last ``k`` executed
+(state, action) pairs, slot ``k`` the current state, later slots the future. ``k`` is called
+``history`` below and is at most L-1.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from mtm_robot.errors import ConfigError
+
+Mask = dict[str, np.ndarray]
+
+#: Modality order inside a timestep for the random-autoregressive cut (reference 4.3).
+AUTOREGRESSIVE_ORDER = ("states", "returns", "rewards", "actions")
+#: Modes a request can ask for; each is also a training pattern.
+INFERENCE_MODES = (
+    "behavior_cloning",
+    "return_conditioned",
+    "inverse_dynamics",
+    "forward_dynamics",
+    "goal",
+    "two_stage",
+)
+TRAINING_PATTERNS = (
+    "random",
+    "random_autoregressive",
+    "behavior_cloning",
+    "return_conditioned",
+    "inverse_dynamics",
+    "forward_dynamics",
+    "goal",
+)
+DEFAULT_KEEP_RATIOS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0)
+
+
+@dataclass
+class MaskConfig:
+    """How training masks are drawn."""
+
+    patterns: dict[str, float] = field(default_factory=lambda: {"random_autoregressive": 1.0})
+    keep_ratios: list[float] = field(default_factory=lambda: list(DEFAULT_KEEP_RATIOS))
+    mode_weights: dict[str, float] = field(
+        default_factory=lambda: {"states": 0.2, "returns": 0.1, "actions": 0.7}
+    )
+
+    def __post_init__(self) -> None:
+        for name, weight in self.patterns.items():
+            if name not in TRAINING_PATTERNS:
+                raise ConfigError(f"unknown mask pattern '{name}'; known: {TRAINING_PATTERNS}")
+            if weight < 0:
+                raise ConfigError(f"mask pattern '{name}': weight must be >= 0, got {weight}")
+        if not self.patterns or sum(self.patterns.values()) <= 0:
+            raise ConfigError("masks.patterns needs at least one pattern with positive weight")
+        if not self.keep_ratios or not all(0.0 <= r <= 1.0 for r in self.keep_ratios):
+            raise ConfigError(f"keep_ratios must be in [0, 1], got {self.keep_ratios}")
+
+
+def _mask(names: Sequence[str], L: int, visible: dict[str, slice | list[int]]) -> Mask:
+    out = {}
+    for name in names:
+        m = np.zeros(L, dtype=bool)
+        if name in visible:
+            m[visible[name]] = True
+        out[name] = m
+    return out
+
+
+def _check_history(L: int, history: int) -> None:
+    if not 0 <= history <= L - 1:
+        raise ConfigError(f"history must be in [0, {L - 1}] for segment length {L}, got {history}")
+
+
+# -- deterministic inference masks -----------------------------------------------------------
+def behavior_cloning(names: Sequence[str], L: int, history: int = 0) -> Mask:
+    """States up to the current slot and past actions visible; returns masked."""
+    _check_history(L, history)
+    return _mask(names, L, {"states": slice(0, history + 1), "actions": slice(0, history)})
+
+
+def return_conditioned(names: Sequence[str], L: int, history: int = 0) -> Mask:
+    """As behaviour cloning, plus the return target visible in every slot (reference 4.4)."""
+    _check_history(L, history)
+    visible = {"states": slice(0, history + 1), "actions": slice(0, history)}
+    visible["returns"] = slice(0, L)
+    return _mask(names, L, visible)
+
+
+def inverse_dynamics(
+    names: Sequence[str], L: int, history: int = 0, future_states: int | None = None
+) -> Mask:
+    """Current state plus ``future_states`` desired next states visible; actions to predict.
+
+    ``future_states`` defaults to every remaining slot; ``history=0`` with the default is
+    the reference's inverse-dynamics mask (all states visible, actions and returns masked).
+    """
+    _check_history(L, history)
+    future = L - 1 - history if future_states is None else future_states
+    if not 1 <= future <= L - 1 - history:
+        raise ConfigError(
+            f"future_states must be in [1, {L - 1 - history}] with history {history}, got {future}"
+        )
+    visible = {"states": slice(0, history + 1 + future), "actions": slice(0, history)}
+    return _mask(names, L, visible)
+
+
+def forward_dynamics(
+    names: Sequence[str], L: int, history: int = 0, planned_actions: int | None = None
+) -> Mask:
+    """States up to the current slot and the actions to apply visible; next states predicted.
+
+    ``planned_actions`` counts actions from the current slot on (default: every remaining slot).
+    """
+    _check_history(L, history)
+    planned = L - history if planned_actions is None else planned_actions
+    if not 1 <= planned <= L - history:
+        raise ConfigError(f"planned_actions must be in [1, {L - history}], got {planned}")
+    return _mask(
+        names, L, {"states": slice(0, history + 1), "actions": slice(0, history + planned)}
+    )
+
+
+def goal(names: Sequence[str], L: int, history: int = 0) -> Mask:
+    """History, current state and the goal state in the last slot visible; actions predicted."""
+    _check_history(L, history)
+    if history >= L - 1:
+        raise ConfigError(f"goal needs a free slot before the goal: history < {L - 1}")
+    states = [*range(history + 1), L - 1]
+    return _mask(names, L, {"states": states, "actions": slice(0, history)})
+
+
+def two_stage(names: Sequence[str], L: int, history: int = 0) -> tuple[Mask, Mask]:
+    """Two-stage return-conditioned sampler (reference 4.4).
+
+    Stage 1 predicts future states (and returns) from the return-conditioned mask; stage 2 sees
+    every state (future ones filled with stage-1 predictions) and the returns, and predicts the
+    actions.
+    """
+    stage1 = return_conditioned(names, L, history)
+    stage2 = inverse_dynamics(names, L, history)
+    if "returns" in stage2:
+        stage2["returns"][:] = True
+    return stage1, stage2
+
+
+def inference_mask(mode: str, names: Sequence[str], L: int, history: int) -> Mask:
+    """The mask a single-forward mode uses (``two_stage`` has two: see :func:`two_stage`)."""
+    builders = {
+        "behavior_cloning": behavior_cloning,
+        "return_conditioned": return_conditioned,
+        "inverse_dynamics": inverse_dynamics,
+        "forward_dynamics": forward_dynamics,
+        "goal": goal,
+    }
+    if mode not in builders:
+        raise ConfigError(f"unknown mode '{mode}'; known: {sorted(builders)} and 'two_stage'")
+    return builders[mode](names, L, history)
+
+
+# -- random training masks -------------------------------------------------------------------
+def _keep_mask(L: int, ratio: float, rng: np.random.Generator) -> np.ndarray:
+    m = np.zeros(L, dtype=bool)
+    m[: int(np.floor(L * ratio))] = True
+    return rng.permutation(m)
+
+
+def random(
+    names: Sequence[str], L: int, rng: np.random.Generator, keep_ratios: Sequence[float]
+) -> Mask:
+    """Per modality, floor(L*r) random visible steps, r drawn from ``keep_ratios``."""
+    return {n: _keep_mask(L, float(rng.choice(keep_ratios)), rng) for n in names}
+
+
+def random_autoregressive(
+    names: Sequence[str],
+    L: int,
+    rng: np.random.Generator,
+    keep_ratios: Sequence[float],
+    mode_weights: dict[str, float],
+) -> Mask:
+    """Random keep-masks, then everything at or after a random cut point is masked.
+
+    The cut is (pos, mode) in the time-major order of ``AUTOREGRESSIVE_ORDER``; so the last
+    element of the segment is always masked (reference 4.3). Modalities outside that order
+    are placed right after ``states``.
+    """
+    order = _autoregressive_order(names)
+    modes = list(mode_weights)
+    weights = np.array([mode_weights[m] for m in modes], dtype=float)
+    mode = modes[int(rng.choice(len(modes), p=weights / weights.sum()))]
+    pos = int(rng.integers(0, L))
+    cut_rank = order.index(mode) if mode in order else len(order)
+    mask = random(names, L, rng, keep_ratios)
+    for name in names:
+        start = pos + 1 if order.index(name) < cut_rank else pos
+        mask[name][start:] = False
+    return mask
+
+
+def _autoregressive_order(names: Sequence[str]) -> list[str]:
+    others = [n for n in names if n not in AUTOREGRESSIVE_ORDER]
+    return [AUTOREGRESSIVE_ORDER[0], *others, *AUTOREGRESSIVE_ORDER[1:]]
+
+
+def sample_training_mask(
+    names: Sequence[str], L: int, config: MaskConfig, rng: np.random.Generator
+) -> tuple[str, Mask]:
+    """Draw a pattern by weight, then one mask from it. Returns (pattern, mask)."""
+    patterns = list(config.patterns)
+    weights = np.array([config.patterns[p] for p in patterns], dtype=float)
+    pattern = patterns[int(rng.choice(len(patterns), p=weights / weights.sum()))]
+    if pattern == "random":
+        return pattern, random(names, L, rng, config.keep_ratios)
+    if pattern == "random_autoregressive":
+        return pattern, random_autoregressive(
+            names, L, rng, config.keep_ratios, config.mode_weights
+        )
+    if pattern in ("inverse_dynamics", "forward_dynamics", "goal") and L < 2:
+        raise ConfigError(f"the {pattern} pattern needs segment_length >= 2, got {L}")
+    if pattern == "inverse_dynamics":
+        history = int(rng.integers(0, L - 1))
+        future = int(rng.integers(1, L - history))
+        return pattern, inverse_dynamics(names, L, history, future)
+    if pattern in ("forward_dynamics", "goal"):
+        return pattern, inference_mask(pattern, names, L, int(rng.integers(0, L - 1)))
+    return pattern, inference_mask(pattern, names, L, int(rng.integers(0, L)))
+
+
+def stack_masks(masks: Sequence[Mask]) -> Mask:
+    """Per-sample masks -> one batch mask: name -> (B, L)."""
+    return {name: np.stack([m[name] for m in masks]) for name in masks[0]}
