@@ -1,0 +1,182 @@
+"""Checkpoints: safetensors weights plus readable YAML metadata. Loading never unpickles.
+
+A checkpoint is a directory::
+
+    checkpoint.yaml        format version, model config, data spec, normaliser statistics,
+                           return statistics, training config and provenance, weights sha256
+    model.safetensors      the weights
+    trainer.safetensors    optional: optimiser moments, for exact resume of training
+
+A checkpoint alone is enough to serve: no dataset is needed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from mtm_robot.config import from_dict, to_dict
+from mtm_robot.data.normalize import Normalizer
+from mtm_robot.errors import CheckpointError, ConfigError, SpecMismatchError
+from mtm_robot.model.mtm import MTM, DataSpec, ModelConfig
+
+FORMAT_VERSION = 1
+METADATA_FILE = "checkpoint.yaml"
+WEIGHTS_FILE = "model.safetensors"
+TRAINER_FILE = "trainer.safetensors"
+#: The walker-walk model that ships inside the package.
+DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "walker-walk"
+
+
+@dataclass
+class Checkpoint:
+    """A loaded checkpoint: the model (eval mode), its normaliser and its metadata."""
+
+    model: MTM
+    normalizer: Normalizer
+    metadata: dict[str, Any] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def spec(self) -> DataSpec:
+        return self.model.spec
+
+    @property
+    def model_id(self) -> str:
+        return str(self.metadata.get("model_id", "unnamed"))
+
+    @property
+    def weights_sha256(self) -> str:
+        return str(self.metadata.get("weights_sha256", ""))
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as handle:
+        for chunk in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _atomic_write_bytes(path: Path, data: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "wb") as handle:
+        handle.write(data)
+        handle.flush()
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def save_checkpoint(
+    directory: str | Path,
+    model: MTM,
+    normalizer: Normalizer,
+    metadata: dict[str, Any],
+    trainer_state: dict[str, torch.Tensor] | None = None,
+) -> Path:
+    """Write a checkpoint directory (each file atomically; metadata last)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
+    tmp = directory / f".{WEIGHTS_FILE}.tmp"
+    save_file(weights, str(tmp))
+    os.replace(tmp, directory / WEIGHTS_FILE)
+    if trainer_state is not None:
+        tmp = directory / f".{TRAINER_FILE}.tmp"
+        save_file({k: v.detach().cpu().contiguous() for k, v in trainer_state.items()}, str(tmp))
+        os.replace(tmp, directory / TRAINER_FILE)
+    meta = dict(metadata)
+    meta.update(
+        format_version=FORMAT_VERSION,
+        data_spec=to_dict(model.spec),
+        model_config=to_dict(model.config),
+        normalizer=normalizer.to_dict(),
+        weights_sha256=_sha256(directory / WEIGHTS_FILE),
+    )
+    meta.setdefault("model_id", directory.name)
+    text = yaml.safe_dump(meta, sort_keys=False, width=120)
+    _atomic_write_bytes(directory / METADATA_FILE, text.encode())
+    return directory
+
+
+def read_metadata(directory: str | Path) -> dict[str, Any]:
+    directory = Path(directory)
+    path = directory / METADATA_FILE
+    if not path.is_file():
+        raise CheckpointError(f"{directory}: not a checkpoint (no {METADATA_FILE})")
+    try:
+        meta = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise CheckpointError(f"{path}: unreadable YAML ({exc})") from exc
+    if not isinstance(meta, dict):
+        raise CheckpointError(f"{path}: expected a mapping")
+    version = meta.get("format_version")
+    if version != FORMAT_VERSION:
+        raise CheckpointError(f"{path}: format_version {version!r}, expected {FORMAT_VERSION}")
+    return meta
+
+
+def resolve_checkpoint_path(path: str | Path) -> Path:
+    """``default`` -> the shipped walker-walk checkpoint; otherwise the given directory."""
+    return DEFAULT_CHECKPOINT if str(path) == "default" else Path(path)
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
+    """Load a checkpoint directory for inference (``model.eval()``)."""
+    directory = resolve_checkpoint_path(path)
+    meta = read_metadata(directory)
+    weights_path = directory / WEIGHTS_FILE
+    if not weights_path.is_file():
+        raise CheckpointError(f"{directory}: missing {WEIGHTS_FILE}")
+    actual = _sha256(weights_path)
+    if actual != meta.get("weights_sha256"):
+        raise CheckpointError(
+            f"{weights_path}: sha256 {actual[:12]} does not match the metadata "
+            f"({str(meta.get('weights_sha256'))[:12]}): truncated or tampered file"
+        )
+    try:
+        spec = from_dict(DataSpec, meta["data_spec"], "data_spec")
+        config = from_dict(ModelConfig, meta["model_config"], "model_config")
+        normalizer = Normalizer.from_dict(meta["normalizer"])
+    except (KeyError, ConfigError) as exc:
+        raise CheckpointError(f"{directory}: bad metadata ({exc})") from exc
+    try:
+        state = load_file(str(weights_path), device=str(device))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{weights_path}: unreadable safetensors file ({exc})") from exc
+    model = MTM(spec, config)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise CheckpointError(f"{weights_path}: weights do not fit the config ({exc})") from exc
+    model.to(device).eval()
+    return Checkpoint(model, normalizer, meta, directory)
+
+
+def load_trainer_state(directory: str | Path) -> dict[str, torch.Tensor] | None:
+    path = Path(directory) / TRAINER_FILE
+    if not path.is_file():
+        return None
+    try:
+        return load_file(str(path))
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path}: unreadable safetensors file ({exc})") from exc
+
+
+def check_spec_matches(spec: DataSpec, dims: dict[str, int], where: str) -> None:
+    """Fail fast when a model's modality dims differ from a task's or dataset's."""
+    for name, dim in dims.items():
+        if name in spec.modalities and spec.modalities[name] != dim:
+            raise SpecMismatchError(
+                f"{where}: '{name}' has dim {dim} but the checkpoint expects "
+                f"{spec.modalities[name]}"
+            )
