@@ -1,0 +1,130 @@
+"""Importers for the formats the field uses: D4RL-style HDF5 files and Minari datasets.
+
+Both produce :class:`~mtm_robot.data.episodes.Episode` objects; ``import-data`` writes them to
+an episode store. Neither needs the ``d4rl`` or ``minari`` packages: they read HDF5 with h5py.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h5py
+import numpy as np
+
+from mtm_robot.data.episodes import Episode, episode_paths, load_episode
+from mtm_robot.errors import DataError
+
+D4RL_REQUIRED = ("observations", "actions", "rewards", "terminals")
+
+
+def load_d4rl_hdf5(path: str | Path, task: str = "") -> list[Episode]:
+    """Split a D4RL-style flat HDF5 file into episodes (reference 1.2).
+
+    A transition ends an episode when ``terminals`` or ``timeouts`` is set, or when
+    ``next_observations`` (if present) does not continue into the next observation
+    (distance > 1e-6). The last transition always ends an episode. Actions are kept as stored.
+    """
+    path = Path(path)
+    with h5py.File(path, "r") as f:
+        missing = [k for k in D4RL_REQUIRED if k not in f]
+        if missing:
+            raise DataError(f"{path}: not a D4RL-style file, missing {missing} (has {list(f)})")
+        obs = np.asarray(f["observations"], dtype=np.float32)
+        actions = np.asarray(f["actions"], dtype=np.float32)
+        rewards = np.asarray(f["rewards"], dtype=np.float32).reshape(-1)
+        terminals = np.asarray(f["terminals"], dtype=bool).reshape(-1)
+        timeouts = (
+            np.asarray(f["timeouts"], dtype=bool).reshape(-1)
+            if "timeouts" in f
+            else np.zeros_like(terminals)
+        )
+        next_obs = (
+            np.asarray(f["next_observations"], dtype=np.float32)
+            if "next_observations" in f
+            else None
+        )
+    n = len(obs)
+    for name, arr in (("actions", actions), ("rewards", rewards), ("terminals", terminals)):
+        if len(arr) != n:
+            raise DataError(f"{path}: {name} has {len(arr)} rows, observations {n}")
+    ends = terminals | timeouts
+    if next_obs is not None and n > 1:
+        jump = np.linalg.norm(obs[1:] - next_obs[:-1], axis=1) > 1e-6
+        ends[:-1] |= jump
+    ends[-1] = True
+    episodes = []
+    start = 0
+    for end in np.flatnonzero(ends):
+        sl = slice(start, end + 1)
+        meta = {
+            "task": task,
+            "source": f"d4rl:{path.name}",
+            "terminated": bool(terminals[end]),
+            "truncated": not bool(terminals[end]),
+            "path": f"{path}[{start}:{end + 1}]",
+        }
+        episodes.append(Episode(obs[sl], actions[sl], rewards[sl], meta=meta))
+        start = end + 1
+    return episodes
+
+
+def load_minari(path: str | Path) -> list[Episode]:
+    """Read a Minari dataset (a dataset directory, its ``data/`` folder or ``main_data.hdf5``).
+
+    Minari stores T+1 observations per episode (the final one included); the episode keeps the
+    first T, so that ``actions[t]`` is taken in ``states[t]``.
+    """
+    path = Path(path)
+    candidates = [path, path / "main_data.hdf5", path / "data" / "main_data.hdf5"]
+    file = next((c for c in candidates if c.is_file()), None)
+    if file is None:
+        raise DataError(f"{path}: no Minari main_data.hdf5 found")
+    episodes = []
+    with h5py.File(file, "r") as f:
+        names = sorted(
+            (k for k in f if k.startswith("episode_")), key=lambda k: int(k.split("_")[1])
+        )
+        if not names:
+            raise DataError(f"{file}: no episode_* groups (has {list(f)[:5]})")
+        for name in names:
+            group = f[name]
+            obs = group["observations"]
+            if not isinstance(obs, h5py.Dataset):
+                raise DataError(
+                    f"{file}:{name}: dict observations are not supported; flatten them first"
+                )
+            actions = np.asarray(group["actions"], dtype=np.float32)
+            T = len(actions)
+            states = np.asarray(obs, dtype=np.float32)[:T].reshape(T, -1)
+            meta = {
+                "source": f"minari:{file.parent.parent.name}",
+                "terminated": bool(np.asarray(group["terminations"])[-1]),
+                "truncated": bool(np.asarray(group["truncations"])[-1]),
+                "seed": int(group.attrs["seed"]) if "seed" in group.attrs else None,
+                "path": f"{file}:{name}",
+            }
+            rewards = np.asarray(group["rewards"], dtype=np.float32)
+            episodes.append(Episode(states, actions.reshape(T, -1), rewards, meta=meta))
+    return episodes
+
+
+def load_source(path: str | Path) -> list[Episode]:
+    """Episodes from an episode-store directory, a D4RL HDF5 file, or a Minari dataset."""
+    path = Path(path)
+    if path.is_dir():
+        store = episode_paths(path)
+        if store:
+            episodes = []
+            for p in store:
+                episode = load_episode(p)
+                episode.meta.setdefault("path", str(p))
+                episodes.append(episode)
+            return episodes
+        return load_minari(path)
+    if path.suffix in (".hdf5", ".h5"):
+        with h5py.File(path, "r") as f:
+            is_minari = any(k.startswith("episode_") for k in f)
+        return load_minari(path) if is_minari else load_d4rl_hdf5(path)
+    raise DataError(
+        f"{path}: expected an episode-store directory, a D4RL .hdf5 file or a Minari dataset"
+    )

@@ -1,0 +1,107 @@
+"""Export an MTM checkpoint to ONNX with the masks as inputs.
+
+The graph takes, per modality ``<name>``, the normalised inputs ``<name>`` (B, L, k) float32
+and the visibility ``mask_<name>`` (B, L) bool, and returns ``pred_<name>`` (B, L, k). The
+batch axis is dynamic. Because the mask is an input (the model's per-sample-mask path), one
+graph serves every inference mode. Provenance (model id, weights sha256, data spec) is
+stored in the ONNX ``metadata_props`` so the node can check a graph against its checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import Tensor, nn
+
+from mtm_robot.errors import CheckpointError
+from mtm_robot.model.mtm import MTM
+from mtm_robot.training.checkpoint import Checkpoint
+
+log = logging.getLogger(__name__)
+
+OPSET = 17
+
+
+class _PositionalMTM(nn.Module):
+    """``(inputs..., masks...)`` positional in modality order -> ``(outputs...)``."""
+
+    def __init__(self, model: MTM) -> None:
+        super().__init__()
+        self.model = model
+        self.names = list(model.spec.modalities)
+
+    def forward(self, *tensors: Tensor) -> tuple[Tensor, ...]:
+        m = len(self.names)
+        inputs = dict(zip(self.names, tensors[:m]))
+        masks = dict(zip(self.names, tensors[m:]))
+        out = self.model(inputs, masks)
+        return tuple(out[n] for n in self.names)
+
+
+def io_names(model: MTM) -> tuple[list[str], list[str]]:
+    """(input names, output names) of the exported graph."""
+    names = list(model.spec.modalities)
+    return [*names, *(f"mask_{n}" for n in names)], [f"pred_{n}" for n in names]
+
+
+def export_onnx(checkpoint: Checkpoint, out: str | Path, opset: int = OPSET) -> Path:
+    """Write ``checkpoint``'s model to ``out`` (ONNX, dynamic batch). Returns the path."""
+    import onnx
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    model = checkpoint.model.float().cpu().eval()
+    spec = model.spec
+    L, batch = spec.segment_length, 2
+    example = tuple(torch.zeros(batch, L, d) for d in spec.modalities.values()) + tuple(
+        torch.ones(batch, L, dtype=torch.bool) for _ in spec.modalities
+    )
+    inputs, outputs = io_names(model)
+    dynamic = {name: {0: "batch"} for name in [*inputs, *outputs]}
+    with warnings.catch_warnings(), torch.no_grad():
+        warnings.simplefilter("ignore")  # tracer warnings about shape asserts in _check
+        torch.onnx.export(
+            _PositionalMTM(model),
+            example,
+            str(out),
+            input_names=inputs,
+            output_names=outputs,
+            dynamic_axes=dynamic,
+            opset_version=opset,
+            dynamo=False,
+        )
+    graph = onnx.load(str(out))
+    props = {
+        "model_id": checkpoint.model_id,
+        "weights_sha256": checkpoint.weights_sha256,
+        "data_spec": json.dumps(
+            {"modalities": dict(spec.modalities), "segment_length": spec.segment_length}
+        ),
+        "exporter": "mtm_robot.export.onnx",
+    }
+    for key, value in props.items():
+        entry = graph.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.checker.check_model(graph)
+    onnx.save(graph, str(out))
+    log.info("exported %s to %s (opset %d)", checkpoint.model_id, out, opset)
+    return out
+
+
+def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
+    """The provenance stored by :func:`export_onnx` (``data_spec`` decoded)."""
+    import onnx
+
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: no such ONNX file")
+    graph = onnx.load(str(path), load_external_data=False)
+    meta: dict[str, Any] = {p.key: p.value for p in graph.metadata_props}
+    if "data_spec" in meta:
+        meta["data_spec"] = json.loads(meta["data_spec"])
+    return meta

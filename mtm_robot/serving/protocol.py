@@ -1,0 +1,246 @@
+"""The wire protocol of the inference node: the one home of the header and array codec.
+
+A message is a ZeroMQ multipart message::
+
+    [envelope ...] b""  header  array_0  array_1 ...
+
+* ``envelope``: routing frames added by ROUTER sockets (the client's identity, and a broker's);
+  a DEALER client sends nothing before the empty delimiter frame and receives nothing before it.
+* ``header``: one UTF-8 JSON object (see ``docs/protocol.md``). Its ``arrays`` list names each
+  following frame: ``{"name": ..., "dtype": "float32" | "float64", "shape": [...]}``.
+* ``array_i``: the raw C-order little-endian bytes of array ``i``.
+
+Only the standard library and numpy are imported here, so the light client can use it. No
+pickle, no object dtypes; the total size is checked before anything is decoded.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from mtm_robot.errors import MTMRobotError
+
+PROTOCOL_VERSION = 1
+#: Request types the node answers.
+REQUEST_TYPES = ("act", "metadata", "health", "stats", "reload")
+#: Reply statuses.
+STATUS_OK, STATUS_ERROR, STATUS_EXPIRED = "ok", "error", "expired"
+#: Wire dtype name -> little-endian numpy dtype. Nothing else is accepted.
+DTYPES: dict[str, np.dtype[Any]] = {"float32": np.dtype("<f4"), "float64": np.dtype("<f8")}
+DEFAULT_MAX_MESSAGE_BYTES = 1 << 20  # 1 MiB
+MAX_HEADER_BYTES = 64 * 1024
+MAX_ARRAYS = 16
+MAX_NDIM = 4
+MAX_ID_CHARS = 128
+
+# Error codes (``error.code`` in a reply).
+BAD_MESSAGE = "bad_message"  # frames, JSON or header fields malformed
+TOO_LARGE = "too_large"  # over the size cap (checked before decoding)
+BAD_VERSION = "bad_version"  # protocol version not served
+UNKNOWN_TYPE = "unknown_type"
+BAD_DTYPE = "bad_dtype"  # dtype not in the allow-list
+BAD_SHAPE = "bad_shape"  # shape does not match the frame or the model spec
+NOT_FINITE = "not_finite"  # NaN or infinity in an array or number
+BAD_REQUEST = "bad_request"  # unknown mode, missing or unexpected field
+NOT_READY = "not_ready"  # warm-up not finished
+OVERLOADED = "overloaded"  # request queue full
+BUSY = "busy"  # a reload is already running
+RELOAD_FAILED = "reload_failed"
+SHUTTING_DOWN = "shutting_down"
+INTERNAL = "internal"  # the node's fault; it keeps serving
+EXPIRED = "expired"  # deadline passed before the request ran (status ``expired``)
+
+
+class ProtocolError(MTMRobotError, ValueError):
+    """A message that cannot be accepted; ``code`` is the reply's error code."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.request_id: int | str | None = None  # filled in once the header's id is known
+        self.request_type = ""
+
+
+@dataclass
+class Message:
+    """A decoded header plus its arrays (read-only views on the received frames)."""
+
+    header: dict[str, Any]
+    arrays: dict[str, np.ndarray] = field(default_factory=dict)
+
+    @property
+    def request_id(self) -> int | str | None:
+        value = self.header.get("id")
+        return value if isinstance(value, int | str) and not isinstance(value, bool) else None
+
+    @property
+    def type(self) -> str:
+        return str(self.header.get("type", ""))
+
+
+def split_envelope(frames: Sequence[bytes]) -> tuple[list[bytes], list[bytes]]:
+    """``[envelope..., b"", body...]`` -> (envelope, body); no delimiter: the first frame is
+    the whole envelope (a ROUTER identity) and the rest the body."""
+    for i, frame in enumerate(frames):
+        if len(frame) == 0:
+            return list(frames[:i]), list(frames[i + 1 :])
+    return list(frames[:1]), list(frames[1:])
+
+
+def _reject_constant(name: str) -> float:
+    raise ProtocolError(NOT_FINITE, f"header: {name} is not allowed in JSON numbers")
+
+
+def _check_number(value: Any, where: str) -> None:
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ProtocolError(NOT_FINITE, f"{where}: expected a finite number, got {value}")
+
+
+def _array_specs(header: dict[str, Any], n_frames: int) -> list[tuple[str, np.dtype[Any], tuple]]:
+    specs = header.get("arrays", [])
+    if not isinstance(specs, list):
+        raise ProtocolError(BAD_MESSAGE, f"header.arrays: expected a list, got {specs!r:.60}")
+    if len(specs) > MAX_ARRAYS:
+        raise ProtocolError(BAD_MESSAGE, f"at most {MAX_ARRAYS} arrays, got {len(specs)}")
+    if len(specs) != n_frames:
+        raise ProtocolError(
+            BAD_MESSAGE, f"header lists {len(specs)} arrays but {n_frames} array frames follow"
+        )
+    out: list[tuple[str, np.dtype[Any], tuple]] = []
+    seen: set[str] = set()
+    for i, spec in enumerate(specs):
+        if not isinstance(spec, dict):
+            raise ProtocolError(BAD_MESSAGE, f"header.arrays[{i}]: expected an object")
+        name, dtype, shape = spec.get("name"), spec.get("dtype"), spec.get("shape")
+        if not isinstance(name, str) or not 0 < len(name) <= 64 or name in seen:
+            raise ProtocolError(BAD_MESSAGE, f"header.arrays[{i}].name: bad or repeated name")
+        seen.add(name)
+        if not isinstance(dtype, str) or dtype not in DTYPES:
+            raise ProtocolError(
+                BAD_DTYPE, f"{name}: dtype {dtype!r:.40} not allowed; allowed: {sorted(DTYPES)}"
+            )
+        if (
+            not isinstance(shape, list)
+            or len(shape) > MAX_NDIM
+            or not all(
+                isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 1 << 31 for s in shape
+            )
+        ):
+            raise ProtocolError(
+                BAD_SHAPE, f"{name}: shape must be a list of at most {MAX_NDIM} ints in [0, 2**31)"
+            )
+        out.append((name, DTYPES[dtype], tuple(shape)))
+    return out
+
+
+def decode(
+    body: Sequence[bytes],
+    max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+    check_finite: bool = True,
+) -> Message:
+    """Frames after the delimiter -> :class:`Message`; raises :class:`ProtocolError`.
+
+    The size cap is checked before anything is parsed. Arrays are zero-copy read-only views.
+    """
+    total = sum(len(f) for f in body)
+    if total > max_message_bytes:
+        raise ProtocolError(TOO_LARGE, f"message is {total} bytes; the cap is {max_message_bytes}")
+    if not body:
+        raise ProtocolError(BAD_MESSAGE, "no header frame")
+    if len(body[0]) > MAX_HEADER_BYTES:
+        raise ProtocolError(TOO_LARGE, f"header over {MAX_HEADER_BYTES} bytes")
+    try:
+        header = json.loads(bytes(body[0]).decode("utf-8"), parse_constant=_reject_constant)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ProtocolError(BAD_MESSAGE, f"header is not UTF-8 JSON: {exc}") from exc
+    if not isinstance(header, dict):
+        raise ProtocolError(BAD_MESSAGE, "header: expected a JSON object")
+    rid = header.get("id")
+    rtype = header.get("type")
+    try:
+        if header.get("v") != PROTOCOL_VERSION:
+            raise ProtocolError(
+                BAD_VERSION,
+                f"protocol version {header.get('v')!r:.20} not served; expected {PROTOCOL_VERSION}",
+            )
+        if isinstance(rid, bool) or not isinstance(rid, int | str):
+            raise ProtocolError(BAD_MESSAGE, "header.id: expected an integer or a string")
+        if isinstance(rid, str) and len(rid) > MAX_ID_CHARS:
+            raise ProtocolError(BAD_MESSAGE, f"header.id: longer than {MAX_ID_CHARS} characters")
+        if not isinstance(rtype, str):
+            raise ProtocolError(BAD_MESSAGE, "header.type: expected a string")
+        arrays = _decode_arrays(header, body, check_finite)
+    except ProtocolError as exc:
+        valid_id = isinstance(rid, int | str) and not isinstance(rid, bool)
+        if valid_id and (not isinstance(rid, str) or len(rid) <= MAX_ID_CHARS):
+            exc.request_id = rid
+        exc.request_type = rtype[:32] if isinstance(rtype, str) else ""
+        raise
+    return Message(header, arrays)
+
+
+def _decode_arrays(
+    header: dict[str, Any], body: Sequence[bytes], check_finite: bool
+) -> dict[str, np.ndarray]:
+    arrays: dict[str, np.ndarray] = {}
+    for (name, dtype, shape), frame in zip(_array_specs(header, len(body) - 1), body[1:]):
+        expected = math.prod(shape) * dtype.itemsize
+        if len(frame) != expected:
+            raise ProtocolError(
+                BAD_SHAPE,
+                f"{name}: shape {list(shape)} {dtype.name} needs {expected} bytes, "
+                f"frame has {len(frame)}",
+            )
+        array = np.frombuffer(frame, dtype=dtype).reshape(shape)
+        if check_finite and not np.isfinite(array).all():
+            raise ProtocolError(NOT_FINITE, f"{name}: contains NaN or infinity")
+        arrays[name] = array
+    return arrays
+
+
+def decode_frames(
+    frames: Sequence[bytes], max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
+) -> Message:
+    """Decode a whole message as a DEALER receives it (``b""`` delimiter first)."""
+    _, body = split_envelope(frames)
+    return decode(body, max_message_bytes, check_finite=False)
+
+
+def encode(
+    header: Mapping[str, Any], arrays: Mapping[str, np.ndarray] | None = None
+) -> list[bytes]:
+    """Header (``v`` and ``arrays`` filled in) plus arrays -> body frames (no envelope)."""
+    out_header = {"v": PROTOCOL_VERSION, **header}
+    frames: list[bytes] = []
+    specs = []
+    for name, value in (arrays or {}).items():
+        array = np.asarray(value)
+        wire = "float64" if array.dtype == np.float64 else "float32"
+        array = np.ascontiguousarray(array, dtype=DTYPES[wire])
+        specs.append({"name": name, "dtype": wire, "shape": list(array.shape)})
+        frames.append(array.tobytes())
+    out_header["arrays"] = specs
+    for key, value in out_header.items():
+        _check_number(value, f"header.{key}")
+    text = json.dumps(out_header, separators=(",", ":"), allow_nan=False)
+    return [text.encode("utf-8"), *frames]
+
+
+def error_header(
+    request_id: int | str | None, request_type: str, code: str, message: str
+) -> dict[str, Any]:
+    """The header of an error (or ``expired``) reply."""
+    status = STATUS_EXPIRED if code == EXPIRED else STATUS_ERROR
+    return {
+        "id": request_id,
+        "type": request_type,
+        "status": status,
+        "error": {"code": code, "message": message[:500]},
+    }

@@ -1,0 +1,103 @@
+"""CurveZMQ keys and the loopback rule. pyzmq only (the light client imports this).
+
+A node bound to anything but loopback must use CurveZMQ: it holds a secret key, and only
+clients whose public keys sit in an allow-list directory may connect (``zmq.auth``'s
+ThreadAuthenticator). Key files are ZeroMQ certificate files (``name.key`` public,
+``name.key_secret`` secret), as written by :func:`generate_keypair`.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import zmq
+import zmq.auth
+from zmq.auth.thread import ThreadAuthenticator
+
+from mtm_robot.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+
+def is_loopback(endpoint: str) -> bool:
+    """True for ``tcp://127.x.x.x:port``, ``tcp://localhost:port``, ``tcp://[::1]:port``,
+    ``ipc://`` and ``inproc://``; False for every other address (``*``, ``0.0.0.0``, ...)."""
+    if endpoint.startswith(("ipc://", "inproc://")):
+        return True
+    if not endpoint.startswith("tcp://"):
+        return False
+    host = endpoint[len("tcp://") :].rsplit(":", 1)[0].strip("[]")
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def generate_keypair(directory: str | Path, name: str) -> tuple[Path, Path]:
+    """Write ``name.key`` (public) and ``name.key_secret`` (secret, mode 0600)."""
+    directory = Path(directory)
+    directory.mkdir(parents=True, exist_ok=True)
+    public, secret = zmq.auth.create_certificates(str(directory), name)
+    os.chmod(secret, 0o600)
+    return Path(public), Path(secret)
+
+
+def load_keypair(secret_file: str | Path) -> tuple[bytes, bytes]:
+    """(public, secret) from a ``.key_secret`` certificate file."""
+    path = Path(secret_file)
+    if not path.is_file():
+        raise ConfigError(f"curve key file {path} does not exist")
+    public, secret = zmq.auth.load_certificate(str(path))
+    if secret is None:
+        raise ConfigError(f"{path} holds no secret key (pass the .key_secret file)")
+    return public, secret
+
+
+def load_public_key(public_file: str | Path) -> bytes:
+    path = Path(public_file)
+    if not path.is_file():
+        raise ConfigError(f"curve key file {path} does not exist")
+    public, _ = zmq.auth.load_certificate(str(path))
+    return public
+
+
+@dataclass
+class CurveServer:
+    """Node side: its secret key file and the directory of allowed client public keys."""
+
+    secret_file: str
+    allowed_clients_dir: str
+
+    def apply(self, context: zmq.Context, socket: zmq.Socket) -> ThreadAuthenticator:
+        """Make ``socket`` a CURVE server; returns the started authenticator (stop it)."""
+        allowed = Path(self.allowed_clients_dir)
+        if not allowed.is_dir() or not list(allowed.glob("*.key")):
+            raise ConfigError(f"curve allow-list {allowed} has no client public keys (*.key)")
+        public, secret = load_keypair(self.secret_file)
+        auth = ThreadAuthenticator(context, log=logging.getLogger("mtm_robot.serving.auth"))
+        auth.start()
+        auth.configure_curve(domain="*", location=str(allowed))
+        socket.curve_secretkey = secret
+        socket.curve_publickey = public
+        socket.curve_server = True
+        return auth
+
+
+@dataclass
+class CurveClient:
+    """Client side: its own secret key file and the node's public key file."""
+
+    secret_file: str
+    server_public_file: str
+
+    def apply(self, socket: zmq.Socket) -> None:
+        public, secret = load_keypair(self.secret_file)
+        socket.curve_publickey = public
+        socket.curve_secretkey = secret
+        socket.curve_serverkey = load_public_key(self.server_public_file)

@@ -1,0 +1,338 @@
+"""The MTM trainer: AdamW, warm-up then cosine, masked reconstruction, exact resume, DDP.
+
+Run it through ``python launch/train.py`` (or ``torchrun ... launch/train.py`` for several
+processes). A run directory holds ``config.yaml`` (the resolved config), ``metrics.jsonl``,
+TensorBoard event files (when tensorboard is installed) and ``checkpoints/step_N`` plus
+``checkpoints/latest`` (a copy of the newest), each a full checkpoint that can be served.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import platform
+import shutil
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch.nn.parallel import DistributedDataParallel
+from tqdm import tqdm
+
+from mtm_robot.config import save_config, to_dict
+from mtm_robot.data.episodes import Episode
+from mtm_robot.data.segments import DataConfig, SegmentDataset, build_dataset
+from mtm_robot.errors import CheckpointError
+from mtm_robot.model import masks as mask_lib
+from mtm_robot.model.mtm import MTM, DataSpec, ModelConfig, reconstruction_loss
+from mtm_robot.training import checkpoint as ckpt
+from mtm_robot.training.metrics import evaluate
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3e-4
+    weight_decay: float = 0.005
+    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
+    warmup_steps: int = 1000
+    min_lr_fraction: float = 0.0  # cosine decays to lr * min_lr_fraction
+
+
+@dataclass
+class TrainConfig:
+    """Everything a training run needs; written into the run directory and checkpoints."""
+
+    model: ModelConfig = field(default_factory=ModelConfig)
+    masks: mask_lib.MaskConfig = field(default_factory=mask_lib.MaskConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    steps: int = 20_000
+    batch_size: int = 256
+    seed: int = 0
+    eval_every: int = 1000
+    checkpoint_every: int = 2000
+    keep_checkpoints: int = 3  # newest step_N directories kept (latest always kept)
+    device: str = "auto"  # auto | cpu | cuda
+    threads: int = 0  # torch CPU threads per process; 0 = torch's default
+    model_id: str = "mtm"
+    task: str = ""
+
+
+def lr_multiplier(step: int, warmup: int, total: int, floor: float = 0.0) -> float:
+    """Linear warm-up to 1, then cosine to ``floor`` at ``total`` (reference 5.1)."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def _distributed() -> tuple[int, int]:
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    rank = int(os.environ.get("RANK", "0"))
+    return rank, world
+
+
+class Trainer:
+    """Owns the model, optimiser, data and run directory of one training run."""
+
+    def __init__(
+        self,
+        config: TrainConfig,
+        episodes: Sequence[Episode],
+        out_dir: str | Path,
+        provenance: dict[str, Any] | None = None,
+    ) -> None:
+        self.config = config
+        self.out = Path(out_dir)
+        self.rank, self.world = _distributed()
+        if self.world > 1 and not dist.is_initialized():
+            backend = "nccl" if config.device == "cuda" else "gloo"
+            dist.init_process_group(backend)
+        if config.threads:
+            torch.set_num_threads(config.threads)
+        self.device = torch.device(
+            ("cuda" if torch.cuda.is_available() else "cpu")
+            if config.device == "auto"
+            else config.device
+        )
+        if self.device.type == "cuda" and self.world > 1:
+            torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
+            self.device = torch.device("cuda", torch.cuda.current_device())
+        self.data: SegmentDataset = build_dataset(episodes, config.data)
+        self.spec = DataSpec(
+            {n: self.data.dims[n] for n in config.data.modalities}, config.data.segment_length
+        )
+        torch.manual_seed(config.seed)
+        self.model = MTM(self.spec, config.model).to(self.device)
+        self.ddp = DistributedDataParallel(self.model) if self.world > 1 else None
+        self.fused = fused = self.device.type == "cuda"
+        self.optimizer = torch.optim.AdamW(
+            self.model.parameter_groups(config.optim.weight_decay),
+            lr=config.optim.lr,
+            betas=(config.optim.betas[0], config.optim.betas[1]),
+            fused=fused,
+        )
+        # one mask stream shared by every rank (same mask, same graph); data differs per rank
+        self.mask_rng = np.random.default_rng(config.seed)
+        self.data_rng = np.random.default_rng([config.seed, self.rank])
+        self.step = 0
+        self.provenance = dict(provenance or {})
+        self._tb: Any = None
+        if self.rank == 0:
+            self.out.mkdir(parents=True, exist_ok=True)
+            save_config(config, self.out / "config.yaml")
+        latest = self.out / "checkpoints" / "latest"
+        if (latest / ckpt.METADATA_FILE).is_file():
+            self._resume(latest)
+
+    # -- one step ---------------------------------------------------------------------------
+    def _set_lr(self) -> None:
+        o = self.config.optim
+        scale = lr_multiplier(self.step, o.warmup_steps, self.config.steps, o.min_lr_fraction)
+        for group in self.optimizer.param_groups:
+            group["lr"] = o.lr * scale
+
+    def _draw_mask(self, group: str, names: list[str]) -> mask_lib.Mask:
+        L = self.spec.segment_length
+        while True:
+            _, mask = mask_lib.sample_training_mask(names, L, self.config.masks, self.mask_rng)
+            if group == "labelled":
+                return mask
+            mask["actions"][:] = False  # action-free data: actions are a forced mask
+            if not mask["states"].all():  # reference 5.3: redraw until some state is masked
+                return mask
+
+    def train_step(self) -> dict[str, float]:
+        self.model.train()
+        # group and mask come from the stream every rank shares; the windows are per rank
+        group = self.data.choose_group(self.mask_rng)
+        batch = self.data.groups[group].sample(self.data_rng, self.config.batch_size)
+        names = list(self.spec.modalities)
+        mask = self._draw_mask(group, names)
+        B, L = self.config.batch_size, self.spec.segment_length
+        x = {}
+        for n in names:
+            value = batch.get(n)
+            x[n] = (
+                torch.from_numpy(value)
+                if value is not None
+                else torch.zeros(B, L, self.spec.modalities[n])
+            ).to(self.device, non_blocking=True)
+        m = {n: torch.from_numpy(v).to(self.device) for n, v in mask.items()}
+        self._set_lr()
+        with torch.autocast(
+            self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"
+        ):
+            out = (self.ddp or self.model)(x, m)
+        weights = None
+        if group != "labelled":  # loss only over the modalities this data has
+            weights = {n: torch.zeros(B, device=self.device) for n in names if n not in batch}
+        loss, parts = reconstruction_loss(out, x, weights)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        self.step += 1
+        result = {"loss": float(loss.detach()), "lr": self.optimizer.param_groups[0]["lr"]}
+        result.update({f"loss/{n}": float(v.detach()) for n, v in parts.items()})
+        result["labelled"] = float(group == "labelled")
+        return result
+
+    # -- checkpoints ------------------------------------------------------------------------
+    def metadata(self) -> dict[str, Any]:
+        return {
+            "model_id": f"{self.config.model_id}@step{self.step}",
+            "task": self.config.task,
+            "step": self.step,
+            "return_stats": {k: v for k, v in self.data.stats.items() if k.startswith("return")},
+            "error_normalizers": {
+                k: v for k, v in self.data.stats.items() if not k.startswith("return")
+            },
+            "data_report": to_dict(self.data.report),
+            "training": to_dict(self.config),
+            "provenance": {
+                **self.provenance,
+                "world_size": self.world,
+                "device": str(self.device),
+                "torch": str(torch.__version__),
+                "host": platform.node(),
+                "saved_unix_s": time.time(),
+            },
+            "resume": {
+                "mask_rng": self.mask_rng.bit_generator.state,
+                "data_rng": self.data_rng.bit_generator.state,
+            },
+        }
+
+    def _trainer_state(self) -> dict[str, torch.Tensor]:
+        state: dict[str, torch.Tensor] = {"torch_rng": torch.get_rng_state()}
+        index = {id(p): name for name, p in self.model.named_parameters()}
+        for group in self.optimizer.param_groups:
+            for p in group["params"]:
+                for key, value in self.optimizer.state.get(p, {}).items():
+                    tensor = value if torch.is_tensor(value) else torch.tensor(value)
+                    state[f"optim/{index[id(p)]}/{key}"] = tensor.reshape(tensor.shape)
+        return state
+
+    def save(self) -> Path:
+        directory = self.out / "checkpoints" / f"step_{self.step}"
+        ckpt.save_checkpoint(
+            directory, self.model, self.data.normalizer, self.metadata(), self._trainer_state()
+        )
+        latest = self.out / "checkpoints" / "latest"
+        tmp = self.out / "checkpoints" / ".latest.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        shutil.copytree(directory, tmp)
+        shutil.rmtree(latest, ignore_errors=True)
+        os.replace(tmp, latest)
+        steps = sorted(
+            (p for p in (self.out / "checkpoints").glob("step_*")),
+            key=lambda p: int(p.name.split("_")[1]),
+        )
+        for old in steps[: -self.config.keep_checkpoints]:
+            shutil.rmtree(old, ignore_errors=True)
+        return directory
+
+    def _resume(self, directory: Path) -> None:
+        loaded = ckpt.load_checkpoint(directory, self.device)
+        state = ckpt.load_trainer_state(directory)
+        if state is None:
+            raise CheckpointError(f"{directory}: no trainer state, cannot resume")
+        if loaded.spec != self.spec:
+            raise CheckpointError(f"{directory}: data spec {loaded.spec} differs from {self.spec}")
+        self.model.load_state_dict(loaded.model.state_dict())
+        self.model.train()
+        torch.set_rng_state(state["torch_rng"])
+        params = dict(self.model.named_parameters())
+        for key, value in state.items():
+            if not key.startswith("optim/"):
+                continue
+            _, pname, skey = key.split("/", 2)
+            param = params[pname]
+            on_device = skey != "step" or self.fused
+            target = value.to(self.device) if on_device else value
+            self.optimizer.state.setdefault(param, {})[skey] = target
+        meta = loaded.metadata
+        self.step = int(meta["step"])
+        self.mask_rng.bit_generator.state = meta["resume"]["mask_rng"]
+        if self.rank == 0:
+            self.data_rng.bit_generator.state = meta["resume"]["data_rng"]
+        else:  # only rank 0's stream is stored; other ranks restart theirs at this step
+            self.data_rng = np.random.default_rng([self.config.seed, self.rank, self.step])
+        log.info("resumed from %s at step %d", directory, self.step)
+
+    # -- the loop ---------------------------------------------------------------------------
+    def _log(self, record: dict[str, float]) -> None:
+        with open(self.out / "metrics.jsonl", "a") as handle:
+            handle.write(json.dumps({"step": self.step, **record}) + "\n")
+        if self._tb is None:
+            try:
+                from torch.utils.tensorboard import SummaryWriter
+            except ImportError:  # tensorboard is optional
+                self._tb = False
+            else:
+                self._tb = SummaryWriter(str(self.out / "tensorboard"))
+        if self._tb:
+            for key, value in record.items():
+                self._tb.add_scalar(key, value, self.step)
+
+    def validate(self) -> dict[str, float]:
+        return evaluate(
+            self.model,
+            self.data.normalizer,
+            self.data.validation,
+            self.data.stats,
+            seed=self.config.seed,
+        )
+
+    def run(self, progress: bool = True) -> dict[str, float]:
+        """Train to ``config.steps``; returns the last validation metrics."""
+        c = self.config
+        last: dict[str, float] = {}
+        bar = tqdm(
+            total=c.steps,
+            initial=self.step,
+            disable=not progress or self.rank != 0,
+            desc="train",
+            unit="step",
+            dynamic_ncols=True,
+        )
+        start = time.perf_counter()
+        first_step = self.step
+        while self.step < c.steps:
+            record = self.train_step()
+            bar.update(1)
+            if self.rank != 0:
+                continue
+            if self.step % 50 == 0 or self.step == c.steps:
+                elapsed = time.perf_counter() - start
+                record["segments_per_s"] = (
+                    (self.step - first_step) * c.batch_size * self.world / elapsed
+                )
+                self._log(record)
+                bar.set_postfix(loss=f"{record['loss']:.4f}")
+            if self.step % c.eval_every == 0 or self.step == c.steps:
+                last = self.validate()
+                self._log(last)
+                bar.write(
+                    f"step {self.step}: "
+                    + ", ".join(f"{k}={v:.4f}" for k, v in last.items() if "/" not in k)
+                )
+            if self.step % c.checkpoint_every == 0 or self.step == c.steps:
+                self.save()
+        bar.close()
+        if self._tb:
+            self._tb.close()
+        return last
+
+    def close(self) -> None:
+        if self.world > 1 and dist.is_initialized():
+            dist.destroy_process_group()
