@@ -1,0 +1,158 @@
+"""Train a SAC expert on a state-based task, evaluate it, and ship expert/medium policies.
+
+Train (resumes automatically when --out already holds a checkpoint of the same config):
+
+    python launch/train_expert.py --task walker --steps 500000 --out runs/walker-walk-sac
+    python launch/train_expert.py --config launch/configs/expert_walker.yaml --set sac.actor_lr=1e-3
+
+Evaluate an actor file on 20 seeds never used in training (prints the normalised score):
+
+    python launch/train_expert.py --evaluate runs/walker-walk-sac/snapshots/step_0500000.safetensors
+
+Ship the best snapshot as the expert and the one nearest half its return as "medium" into
+sim/experts/<task>/ (both re-evaluated on unseen seeds, numbers written beside them):
+
+    python launch/train_expert.py --ship runs/walker-walk-sac
+
+The run directory holds config.json/config.yaml, metrics.jsonl, learning_curve.png,
+checkpoint/ (resumable) and snapshots/ (an actor file per evaluation); see
+sim/experts/trainer.py.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import platform
+import shutil
+import sys
+import time
+from pathlib import Path
+
+from mtm_robot.config import load_config, save_config
+from sim.experts.policy import ExpertPolicy
+from sim.experts.trainer import TEST_SEED_BASE, TrainConfig, Trainer, evaluate, seconds_to_hms
+from sim.registry import make, normalized_score, task_spec
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument(
+        "--config", help="YAML file of TrainConfig fields (e.g. launch/configs/expert_walker.yaml)"
+    )
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config field, e.g. --set sac.batch_size=512 (repeatable)",
+    )
+    parser.add_argument(
+        "--task", help="task to train on (default walker-walk); shortcut for --set task=..."
+    )
+    parser.add_argument(
+        "--steps", type=int, help="total environment steps; shortcut for --set steps=N"
+    )
+    parser.add_argument("--seed", type=int, help="training seed; shortcut for --set seed=S")
+    parser.add_argument("--out", help="run directory (created; resumed if it holds a checkpoint)")
+    parser.add_argument("--no-progress", action="store_true", help="disable the progress bar")
+    parser.add_argument("--evaluate", metavar="ACTOR", help="evaluate an actor file and exit")
+    parser.add_argument("--episodes", type=int, default=20, help="episodes for --evaluate/--ship")
+    parser.add_argument(
+        "--ship",
+        metavar="RUN_DIR",
+        help="copy expert + medium snapshots of a run into sim/experts/<task>/",
+    )
+    parser.add_argument(
+        "--ship-to", default=None, help="destination folder for --ship (default: the package)"
+    )
+    return parser.parse_args(argv)
+
+
+def evaluate_actor(path: Path, episodes: int) -> dict[str, float]:
+    """Mean/std return and normalised score of an actor file on unseen test seeds."""
+    policy = ExpertPolicy.load(path)
+    task = policy.meta["task"]
+    seeds = [TEST_SEED_BASE + i for i in range(episodes)]
+    with make(task) as env:
+        returns = evaluate(env, policy.act, seeds)
+    result = {
+        "return_mean": float(returns.mean()),
+        "return_std": float(returns.std()),
+        "episodes": episodes,
+        "first_seed": TEST_SEED_BASE,
+    }
+    if task_spec(task).reference is not None:
+        result["normalized_score"] = normalized_score(task, result["return_mean"])
+    return result
+
+
+def ship(run_dir: Path, episodes: int, dest_root: Path | None) -> None:
+    snapshots = sorted((run_dir / "snapshots").glob("step_*.safetensors"))
+    if not snapshots:
+        sys.exit(f"no snapshots in {run_dir / 'snapshots'}")
+    in_training = {p: ExpertPolicy.load(p).meta["return_mean"] for p in snapshots}
+    best = max(snapshots, key=lambda p: in_training[p])
+    print(f"best snapshot by in-training eval: {best.name} ({in_training[best]:.1f})")
+    expert_eval = evaluate_actor(best, episodes)
+    print(f"expert {best.name}: {json.dumps(expert_eval)}")
+    half = expert_eval["return_mean"] / 2.0
+    medium = min(snapshots, key=lambda p: abs(in_training[p] - half))
+    medium_eval = evaluate_actor(medium, episodes)
+    print(f"medium {medium.name}: {json.dumps(medium_eval)}")
+    task = ExpertPolicy.load(best).meta["task"]
+    dest = dest_root or Path(__file__).resolve().parents[1] / "sim" / "experts" / task
+    dest.mkdir(parents=True, exist_ok=True)
+    for level, src, result in (("expert", best, expert_eval), ("medium", medium, medium_eval)):
+        shutil.copyfile(src, dest / f"{level}.safetensors")
+        info = {"source": str(src), "test_eval": result, "in_training_eval": in_training[src]}
+        (dest / f"{level}.json").write_text(json.dumps(info, indent=2) + "\n")
+    print(f"shipped to {dest}")
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.evaluate:
+        result = evaluate_actor(Path(args.evaluate), args.episodes)
+        print(json.dumps(result, indent=2))
+        return
+    if args.ship:
+        ship(Path(args.ship), args.episodes, Path(args.ship_to) if args.ship_to else None)
+        return
+    overrides = list(args.set)
+    for name in ("task", "steps", "seed"):
+        if getattr(args, name) is not None:
+            overrides.append(f"{name}={getattr(args, name)}")
+    config = load_config(TrainConfig, args.config, overrides)
+    out = Path(args.out or f"runs/{config.task}-sac-seed{config.seed}")
+    print(f"task {config.task}, {config.steps} steps, seed {config.seed}, out {out}")
+    cpu = platform.processor() or platform.machine()
+    print(f"host {platform.node()} ({cpu}), python {platform.python_version()}")
+    trainer = Trainer(config, out, progress=not args.no_progress)
+    started = time.perf_counter()
+    try:
+        last = trainer.train()
+    finally:
+        trainer.close()
+    save_config(config, out / "config.yaml")
+    done = trainer.step - trainer.start_step
+    elapsed = time.perf_counter() - started
+    rate = done / elapsed if elapsed > 0 else float("nan")
+    print(f"{done} steps in {seconds_to_hms(elapsed)} ({rate:.1f} steps/s)")
+    print(f"run wall time so far {seconds_to_hms(trainer.wall_s)}")
+    if last:
+        score = last.get("normalized_score", float("nan"))
+        mean, std = last["return_mean"], last["return_std"]
+        print(f"last eval at step {last['step']}: return {mean:.1f} +- {std:.1f}")
+        print(f"normalised score {score:.1f}")
+        print(f"learning curve: {out / 'learning_curve.png'}")
+    if trainer.step < config.steps:
+        print(f"stopped at step {trainer.step}; rerun the same command to resume")
+
+
+if __name__ == "__main__":
+    main()
