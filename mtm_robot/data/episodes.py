@@ -20,6 +20,7 @@ import io
 import json
 import os
 import re
+import zipfile
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -131,7 +132,7 @@ def load_episode(path: str | Path) -> Episode:
                 raise DataError(f"{path}: no 'states' array (keys: {sorted(data.files)})")
             arrays = {key: data[key] for key in _ARRAY_KEYS if key in data}
             meta = json.loads(str(data["meta"][0])) if "meta" in data else {}
-    except (OSError, ValueError, EOFError) as exc:  # zipfile errors subclass these
+    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path}: not a readable episode file ({exc})") from exc
     return Episode(meta=meta, **arrays)
 

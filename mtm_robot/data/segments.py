@@ -127,7 +127,7 @@ def split_episodes(
 ) -> tuple[list[Episode], list[Episode]]:
     """Split by whole episodes, in a seeded random order."""
     order = np.random.default_rng(seed).permutation(len(episodes))
-    n_val = int(round(validation_fraction * len(episodes)))
+    n_val = round(validation_fraction * len(episodes))
     if validation_fraction > 0 and len(episodes) > 1:
         n_val = max(n_val, 1)
     val = [episodes[i] for i in order[:n_val]]

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import itertools
 import json
 
 import numpy as np
@@ -9,7 +10,7 @@ import torch
 from mtm_robot.model.masks import MaskConfig
 from mtm_robot.model.mtm import ModelConfig
 from mtm_robot.training.checkpoint import load_checkpoint
-from mtm_robot.training.train import Trainer, TrainConfig, lr_multiplier
+from mtm_robot.training.train import TrainConfig, Trainer, lr_multiplier
 from tests.synthetic import linear_episodes
 
 
@@ -93,7 +94,7 @@ def test_lr_schedule_warms_up_then_decays():
     assert lr_multiplier(55, 10, 100) == pytest.approx(0.5)
     assert lr_multiplier(100, 10, 100) == pytest.approx(0.0, abs=1e-12)
     values = [lr_multiplier(s, 10, 100) for s in range(10, 101)]
-    assert all(a >= b for a, b in zip(values, values[1:]))
+    assert all(a >= b for a, b in itertools.pairwise(values))
 
 
 def test_validation_is_deterministic(tmp_path):

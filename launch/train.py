@@ -1,0 +1,129 @@
+"""Train an MTM (or a specialised MLP baseline) on episode stores or D4RL-style HDF5 files.
+
+Examples:
+  python launch/train.py --config launch/configs/mtm_walker.yaml --data data/walker/expert
+  python launch/train.py --config launch/configs/mtm_walker.yaml --data data/walker/expert-1pct \\
+      --data data/walker/expert --action-free --steps 20000 --out runs/hetero
+  torchrun --nproc_per_node 2 launch/train.py --config ... --data ...   (DDP, same script)
+  python launch/train.py --baseline inverse_dynamics --data data/walker/expert --out runs/mlp-id
+
+The run directory gets the resolved config, metrics.jsonl, TensorBoard events and checkpoints;
+rerunning the same command with the same --out resumes from the latest checkpoint.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import platform
+import shlex
+import sys
+import time
+from pathlib import Path
+
+from mtm_robot.config import load_config
+from mtm_robot.data.importers import load_source
+from mtm_robot.errors import MTMRobotError
+from mtm_robot.training.baselines import BASELINE_TASKS, BaselineConfig, train_baseline
+from mtm_robot.training.train import TrainConfig, Trainer
+
+
+class _MarkActionFree(argparse.Action):
+    """``--action-free`` marks the preceding ``--data`` as action-free."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[no-untyped-def]
+        if not namespace.data:
+            parser.error("--action-free must follow a --data PATH")
+        namespace.action_free.add(len(namespace.data) - 1)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--config", type=Path, help="YAML preset (launch/configs/*.yaml)")
+    parser.add_argument(
+        "--data",
+        action="append",
+        default=[],
+        type=Path,
+        required=True,
+        help="episode-store directory, D4RL-style .hdf5 or Minari dataset; repeatable",
+    )
+    parser.add_argument(
+        "--action-free",
+        nargs=0,
+        action=_MarkActionFree,
+        dest="action_free_flag",
+        help="treat the preceding --data as action-free (its actions are dropped)",
+    )
+    parser.add_argument("--steps", type=int, help="total optimiser steps (overrides the config)")
+    parser.add_argument("--out", type=Path, default=Path("runs/train"), help="run directory")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a config value, e.g. --set optim.lr=1e-4",
+    )
+    parser.add_argument(
+        "--baseline",
+        choices=BASELINE_TASKS,
+        help="train a specialised MLP baseline instead of the MTM",
+    )
+    parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    parser.set_defaults(action_free=set())
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    overrides = list(args.set) + ([f"steps={args.steps}"] if args.steps else [])
+    episodes = []
+    for index, path in enumerate(args.data):
+        loaded = load_source(path)
+        if index in args.action_free:
+            loaded = [e.without_actions() for e in loaded]
+        print(
+            f"{path}: {len(loaded)} episodes, {sum(len(e) for e in loaded)} steps"
+            f"{' (action-free)' if index in args.action_free else ''}"
+        )
+        episodes.extend(loaded)
+    provenance = {
+        "command": " ".join(shlex.quote(a) for a in sys.argv),
+        "data": [str(p) for p in args.data],
+        "action_free_data": [str(args.data[i]) for i in sorted(args.action_free)],
+        "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus",
+    }
+    start = time.perf_counter()
+    if args.baseline:
+        config = load_config(BaselineConfig, args.config, overrides)
+        metrics = train_baseline(
+            args.baseline, config, episodes, args.out, provenance, progress=not args.no_progress
+        )
+    else:
+        train_config = load_config(TrainConfig, args.config, overrides)
+        trainer = Trainer(train_config, episodes, args.out, provenance)
+        report = trainer.data.report
+        print(
+            f"data: {report.train_episodes} train / {report.validation_episodes} validation "
+            f"episodes, {report.train_windows} windows, {report.skipped_short} too short, "
+            f"{report.dropped_nonfinite} dropped (non-finite), "
+            f"{report.action_free_episodes} action-free"
+        )
+        metrics = trainer.run(progress=not args.no_progress)
+        trainer.close()
+    print(f"done in {time.perf_counter() - start:.0f} s; run directory {args.out}")
+    for key, value in metrics.items():
+        print(f"  {key}: {value:.5f}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except MTMRobotError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

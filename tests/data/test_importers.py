@@ -1,0 +1,67 @@
+from __future__ import annotations
+
+import h5py
+import numpy as np
+import pytest
+
+from mtm_robot.data.importers import load_d4rl_hdf5, load_minari, load_source
+from mtm_robot.errors import DataError
+
+
+def _write_d4rl(path, with_next: bool) -> None:
+    rng = np.random.default_rng(0)
+    n = 12
+    obs = rng.normal(size=(n, 3)).astype(np.float32)
+    next_obs = np.roll(obs, -1, axis=0)
+    next_obs[6] += 1.0  # a jump: a hidden episode boundary after transition 6
+    terminals = np.zeros(n, bool)
+    terminals[3] = True
+    timeouts = np.zeros(n, bool)
+    timeouts[9] = True
+    with h5py.File(path, "w") as f:
+        f["observations"] = obs
+        f["actions"] = rng.normal(size=(n, 2)).astype(np.float32)
+        f["rewards"] = np.arange(n, dtype=np.float32)
+        f["terminals"] = terminals
+        f["timeouts"] = timeouts
+        if with_next:
+            f["next_observations"] = next_obs
+
+
+def test_d4rl_episode_boundaries(tmp_path):
+    path = tmp_path / "walker2d-medium.hdf5"
+    _write_d4rl(path, with_next=True)
+    episodes = load_d4rl_hdf5(path)
+    assert [len(e) for e in episodes] == [4, 3, 3, 2]  # terminal 3, jump 6, timeout 9, end
+    assert episodes[0].meta["terminated"] is True
+    assert episodes[2].meta["truncated"] is True
+    np.testing.assert_array_equal(episodes[1].rewards, [4, 5, 6])
+    _write_d4rl(tmp_path / "plain.hdf5", with_next=False)
+    assert [len(e) for e in load_source(tmp_path / "plain.hdf5")] == [4, 6, 2]
+
+
+def test_d4rl_missing_key_is_named(tmp_path):
+    with h5py.File(tmp_path / "bad.hdf5", "w") as f:
+        f["observations"] = np.zeros((3, 2))
+    with pytest.raises(DataError, match="actions"):
+        load_d4rl_hdf5(tmp_path / "bad.hdf5")
+
+
+def test_minari_layout(tmp_path):
+    data_dir = tmp_path / "walker-expert-v0" / "data"
+    data_dir.mkdir(parents=True)
+    with h5py.File(data_dir / "main_data.hdf5", "w") as f:
+        for i, T in enumerate([5, 8]):
+            g = f.create_group(f"episode_{i}")
+            g.attrs["seed"] = 10 + i
+            g["observations"] = np.arange((T + 1) * 3, dtype=np.float32).reshape(T + 1, 3)
+            g["actions"] = np.ones((T, 2), np.float32)
+            g["rewards"] = np.ones(T, np.float32)
+            g["terminations"] = np.r_[np.zeros(T - 1), 1].astype(bool)
+            g["truncations"] = np.zeros(T, bool)
+    episodes = load_minari(tmp_path / "walker-expert-v0")
+    assert [len(e) for e in episodes] == [5, 8]
+    assert episodes[1].meta["seed"] == 11
+    assert episodes[0].meta["terminated"] is True
+    np.testing.assert_array_equal(episodes[0].states[-1], [12, 13, 14])  # final obs dropped
+    assert len(load_source(tmp_path / "walker-expert-v0")) == 2
