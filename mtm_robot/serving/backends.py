@@ -62,10 +62,12 @@ def bucketed(forward: ForwardFn, buckets: Sequence[int]) -> ForwardFn:
         n = len(next(iter(inputs.values())))
         if n > largest:
             parts = [
-                run({k: v[i : i + largest] for k, v in inputs.items()},
-                    {k: v[i : i + largest] for k, v in masks.items()})
+                run(
+                    {k: v[i : i + largest] for k, v in inputs.items()},
+                    {k: v[i : i + largest] for k, v in masks.items()},
+                )
                 for i in range(0, n, largest)
-            ]  # fmt: skip
+            ]
             return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
         size = next(b for b in buckets if b >= n)
         out = forward(
@@ -229,8 +231,9 @@ def make_forward(checkpoint: Checkpoint, config: BackendConfig) -> tuple[Forward
     description: dict[str, Any] = {"name": config.backend, "device": config.device}
     if config.backend == "onnx":
         path = _onnx_path(checkpoint, config)
-        onnx_forward = OnnxForward(path, list(checkpoint.spec.modalities), config.device,
-                                   config.threads)  # fmt: skip
+        onnx_forward = OnnxForward(
+            path, list(checkpoint.spec.modalities), config.device, config.threads
+        )
         description["providers"] = onnx_forward.providers
         forward: ForwardFn = onnx_forward
         if config.device == "cuda":
@@ -286,6 +289,7 @@ def load_engine(checkpoint_path: str | Path, config: BackendConfig, warm: bool =
     engine = Engine(predictor, checkpoint, config.backend, description)
     if warm:
         engine.warmup_s = warm_up(predictor, config.max_batch)
-        log.info("engine %s (%s) warmed up in %.2f s", engine.model_id, description,
-                 engine.warmup_s)  # fmt: skip
+        log.info(
+            "engine %s (%s) warmed up in %.2f s", engine.model_id, description, engine.warmup_s
+        )
     return engine

@@ -130,8 +130,8 @@ class Batcher:
         for job in batch:
             if job.deadline is not None and start > job.deadline:
                 late_ms = (start - job.deadline) * 1e3
-                self._finish(job, Outcome(code=wire.EXPIRED,
-                                          message=f"deadline passed {late_ms:.3f} ms before it ran"))  # fmt: skip
+                message = f"deadline passed {late_ms:.3f} ms before it ran"
+                self._finish(job, Outcome(code=wire.EXPIRED, message=message))
             else:
                 live.append(job)
         if not live:

@@ -144,6 +144,7 @@ def decode(
     body: Sequence[bytes],
     max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
     check_finite: bool = True,
+    require_id: bool = True,
 ) -> Message:
     """Frames after the delimiter -> :class:`Message`; raises :class:`ProtocolError`.
 
@@ -170,7 +171,9 @@ def decode(
                 BAD_VERSION,
                 f"protocol version {header.get('v')!r:.20} not served; expected {PROTOCOL_VERSION}",
             )
-        if isinstance(rid, bool) or not isinstance(rid, int | str):
+        if (rid is not None or require_id) and (
+            isinstance(rid, bool) or not isinstance(rid, int | str)
+        ):
             raise ProtocolError(BAD_MESSAGE, "header.id: expected an integer or a string")
         if isinstance(rid, str) and len(rid) > MAX_ID_CHARS:
             raise ProtocolError(BAD_MESSAGE, f"header.id: longer than {MAX_ID_CHARS} characters")
@@ -208,9 +211,9 @@ def _decode_arrays(
 def decode_frames(
     frames: Sequence[bytes], max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES
 ) -> Message:
-    """Decode a whole message as a DEALER receives it (``b""`` delimiter first)."""
+    """Decode a reply as a DEALER receives it (``b""`` delimiter first; ``id`` may be null)."""
     _, body = split_envelope(frames)
-    return decode(body, max_message_bytes, check_finite=False)
+    return decode(body, max_message_bytes, check_finite=False, require_id=False)
 
 
 def encode(

@@ -65,7 +65,7 @@ class ServingStats:
         }
         sizes, counts = np.unique(batches, return_counts=True)
         out["batch"] = {
-            "count": int(len(batches)),
+            "count": len(batches),
             "mean": round(float(batches.mean()), 3) if len(batches) else None,
             "max": int(batches.max()) if len(batches) else None,
             "histogram": {str(int(s)): int(c) for s, c in zip(sizes, counts)},

@@ -1,0 +1,444 @@
+"""The inference node: a ZeroMQ ROUTER socket in front of the dynamic batcher.
+
+Threads:
+
+* the **receive loop** (the thread that calls :meth:`InferenceNode.serve_forever`) owns the
+  ROUTER socket. It decodes and checks every message, answers ``metadata``, ``health``,
+  ``stats`` and every error itself, and enqueues ``act`` requests; it never waits on
+  inference. Replies produced elsewhere reach it over an ``inproc`` PUSH/PULL pair, because a
+  ZeroMQ socket must only be used by one thread.
+* the **inference thread** (:class:`~mtm_robot.serving.batcher.Batcher`) warms the engine up
+  (``health`` says ready afterwards), then runs batches and encodes their replies.
+* a **reload thread**, while a ``reload`` runs: loads and warms the new checkpoint, then swaps
+  the engine; jobs already queued are answered by whichever engine runs their batch, and every
+  reply names that engine's model id.
+
+The wire format is in :mod:`mtm_robot.serving.protocol` and ``docs/protocol.md``.
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import zmq
+
+from mtm_robot.errors import ConfigError
+from mtm_robot.serving import protocol as wire
+from mtm_robot.serving.backends import BackendConfig, Engine, load_engine, warm_up
+from mtm_robot.serving.batcher import Batcher, Job, Outcome
+from mtm_robot.serving.contexts import context_from_message, deadline_ms, prediction_arrays
+from mtm_robot.serving.security import CurveServer, is_loopback
+from mtm_robot.serving.stats import ServingStats
+
+log = logging.getLogger(__name__)
+
+_node_ids = itertools.count()
+
+
+@dataclass
+class ServeConfig:
+    """Everything ``launch/serve.py`` configures; YAML presets in ``launch/configs/serve*.yaml``."""
+
+    checkpoint: str = "default"  # checkpoint directory, or "default" (the shipped walker-walk)
+    bind: str = "tcp://127.0.0.1:5555"  # ROUTER endpoint; ":*" picks a free port
+    backend: BackendConfig = field(default_factory=BackendConfig)
+    max_wait_us: int = 200  # how long a batch waits for more requests after its first one
+    max_queue: int = 4096  # queued act requests beyond which the node answers "overloaded"
+    max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES  # size cap, checked before decoding
+    insecure: bool = False  # allow a non-loopback bind without CurveZMQ (logs a warning)
+    curve_secret_key: str = ""  # node's .key_secret file; enables CurveZMQ
+    curve_allowed_clients: str = ""  # directory of allowed client public keys (*.key)
+    allow_reload: bool = True  # answer "reload" requests (SIGHUP reloads regardless)
+    stats_window: int = 10_000  # samples per stage kept for percentiles
+    send_hwm: int = 100_000  # replies queued per peer before ZeroMQ drops them
+
+    def __post_init__(self) -> None:
+        if self.max_wait_us < 0:
+            raise ConfigError(f"max_wait_us must be >= 0, got {self.max_wait_us}")
+        if self.max_queue < 1 or self.max_message_bytes < 1024:
+            raise ConfigError("max_queue must be >= 1 and max_message_bytes >= 1024")
+        if bool(self.curve_secret_key) != bool(self.curve_allowed_clients):
+            raise ConfigError("curve_secret_key and curve_allowed_clients go together")
+        if not is_loopback(self.bind) and not self.curve_secret_key and not self.insecure:
+            raise ConfigError(
+                f"bind {self.bind} is not loopback: pass CurveZMQ keys "
+                "(curve_secret_key + curve_allowed_clients; see launch/keygen.py) or --insecure"
+            )
+
+
+class InferenceNode:
+    """One inference node. ``start()`` binds; ``serve_forever()`` runs the receive loop."""
+
+    def __init__(
+        self,
+        config: ServeConfig,
+        context: zmq.Context | None = None,
+        engine: Engine | None = None,
+    ) -> None:
+        self.config = config
+        self._own_context = context is None
+        self.context = context or zmq.Context()
+        self._engine = engine or load_engine(config.checkpoint, config.backend, warm=False)
+        self._checkpoint_path = str(self._engine.checkpoint.path or config.checkpoint)
+        self.stats = ServingStats(config.stats_window)
+        self._ready = threading.Event()
+        self._stop = threading.Event()
+        self._stopped = threading.Event()
+        self._reloading = threading.Event()
+        self._pending_reload: str | None = None
+        self._lock = threading.Lock()
+        self._results_address = f"inproc://mtm-results-{id(self)}-{next(_node_ids)}"
+        self._router: zmq.Socket | None = None
+        self._results: zmq.Socket | None = None
+        self._push: zmq.Socket | None = None
+        self._auth: Any = None
+        self._thread: threading.Thread | None = None
+        self.endpoint = ""
+        self._batcher = Batcher(
+            lambda: self._engine,
+            self._deliver,
+            self.stats,
+            max_batch=config.backend.max_batch,
+            max_wait_us=config.max_wait_us,
+            max_queue=config.max_queue,
+            before_start=self._warm_up,
+        )
+
+    # -- public -------------------------------------------------------------------------------
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    @property
+    def model_id(self) -> str:
+        return self._engine.model_id
+
+    @property
+    def queue_depth(self) -> int:
+        """Act requests queued and not yet taken into a batch."""
+        return self._batcher.depth
+
+    def start(self) -> str:
+        """Bind the sockets and start the inference thread; returns the bound endpoint."""
+        if not is_loopback(self.config.bind) and not self.config.curve_secret_key:
+            log.warning(
+                "SERVING WITHOUT ENCRYPTION OR AUTHENTICATION on %s (--insecure): anyone who "
+                "can reach this address can query the model",
+                self.config.bind,
+            )
+        router = self.context.socket(zmq.ROUTER)
+        router.linger = 500
+        router.sndhwm = self.config.send_hwm
+        router.rcvhwm = self.config.send_hwm
+        router.maxmsgsize = 2 * self.config.max_message_bytes + wire.MAX_HEADER_BYTES
+        if self.config.curve_secret_key:
+            curve = CurveServer(self.config.curve_secret_key, self.config.curve_allowed_clients)
+            self._auth = curve.apply(self.context, router)
+        router.bind(self.config.bind)
+        self.endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._router = router
+        self._results = self.context.socket(zmq.PULL)
+        self._results.linger = 0
+        self._results.bind(self._results_address)
+        self._push = self._connect_push()
+        self._batcher.start()
+        log.info("inference node on %s serving %s", self.endpoint, self.model_id)
+        return self.endpoint
+
+    def serve_forever(self) -> None:
+        """Run the receive loop until :meth:`request_stop`; then shut down gracefully."""
+        if self._router is None:
+            self.start()
+        try:
+            self._loop()
+        finally:
+            self._shutdown()
+
+    def run_in_thread(self) -> str:
+        """``start()`` then serve on a background thread (tests, benchmarks)."""
+        endpoint = self.start()
+        self._thread = threading.Thread(target=self.serve_forever, name="mtm-node", daemon=True)
+        self._thread.start()
+        return endpoint
+
+    def wait_ready(self, timeout_s: float = 30.0) -> bool:
+        return self._ready.wait(timeout_s)
+
+    def request_stop(self) -> None:
+        """Thread- and signal-safe: finish queued requests, then stop."""
+        self._stop.set()
+
+    def request_reload(self, checkpoint: str | None = None) -> None:
+        """Thread- and signal-safe: reload ``checkpoint`` (default: the served one's path)."""
+        with self._lock:
+            self._pending_reload = checkpoint or self._checkpoint_path
+
+    def close(self, timeout_s: float = 10.0) -> None:
+        """Stop and wait (for nodes run with :meth:`run_in_thread`)."""
+        self.request_stop()
+        if self._thread is not None:
+            self._thread.join(timeout_s)
+
+    # -- receive loop -------------------------------------------------------------------------
+    def _loop(self) -> None:
+        assert self._router is not None and self._results is not None
+        poller = zmq.Poller()
+        poller.register(self._router, zmq.POLLIN)
+        poller.register(self._results, zmq.POLLIN)
+        while not self._stop.is_set():
+            events = dict(poller.poll(100))
+            if self._results in events:
+                self._forward_results()
+            if self._router in events:
+                for _ in range(256):
+                    try:
+                        frames = self._router.recv_multipart(zmq.NOBLOCK)
+                    except zmq.Again:
+                        break
+                    self._handle(frames)
+            with self._lock:
+                pending, self._pending_reload = self._pending_reload, None
+            if pending is not None:
+                self._start_reload(pending, None, None)
+
+    def _forward_results(self) -> None:
+        assert self._router is not None and self._results is not None
+        while True:
+            try:
+                frames = self._results.recv_multipart(zmq.NOBLOCK)
+            except zmq.Again:
+                return
+            self._send(frames)
+
+    def _send(self, frames: list[bytes]) -> None:
+        assert self._router is not None
+        try:
+            self._router.send_multipart(frames, zmq.NOBLOCK)
+        except zmq.ZMQError as exc:  # peer gone or over its high-water mark: drop
+            self.stats.count("dropped_replies")
+            log.debug("reply dropped: %s", exc)
+
+    def _reply(
+        self, envelope: list[bytes], header: dict[str, Any], arrays: dict[str, Any] | None = None
+    ) -> None:
+        self._send([*envelope, b"", *wire.encode(header, arrays)])
+
+    def _error(
+        self, envelope: list[bytes], rid: int | str | None, rtype: str, code: str, message: str
+    ) -> None:
+        self.stats.count_error(code)
+        if envelope:
+            self._reply(envelope, wire.error_header(rid, rtype, code, message))
+
+    def _handle(self, frames: list[bytes]) -> None:
+        received = time.monotonic()
+        self.stats.count("requests")
+        envelope, body = wire.split_envelope(frames)
+        try:
+            message = wire.decode(body, self.config.max_message_bytes)
+        except wire.ProtocolError as exc:
+            self._error(envelope, exc.request_id, exc.request_type, exc.code, exc.message)
+            return
+        rid = message.request_id
+        assert rid is not None  # decode checked it
+        try:
+            if message.type == "act":
+                self._handle_act(message, envelope, received)
+            elif message.type == "metadata":
+                self._ok(envelope, message, body=self._engine.metadata())
+            elif message.type == "health":
+                self._ok(envelope, message, body=self._health())
+            elif message.type == "stats":
+                snapshot = self.stats.snapshot()
+                snapshot.update(model_id=self.model_id, queue_depth=self._batcher.depth)
+                self._ok(envelope, message, body=snapshot)
+            elif message.type == "reload":
+                self._handle_reload(message, envelope)
+            else:
+                raise wire.ProtocolError(
+                    wire.UNKNOWN_TYPE,
+                    f"type {message.type!r:.40} unknown; known: {list(wire.REQUEST_TYPES)}",
+                )
+        except wire.ProtocolError as exc:
+            self._error(envelope, rid, message.type[:32], exc.code, exc.message)
+        except Exception as exc:  # the node's own bug: answer it and keep serving
+            log.exception("handling a %s request failed", message.type[:32])
+            self._error(envelope, rid, message.type[:32], wire.INTERNAL, f"{type(exc).__name__}")
+
+    def _ok(self, envelope: list[bytes], message: wire.Message, body: dict[str, Any]) -> None:
+        self._reply(
+            envelope,
+            {
+                "id": message.request_id,
+                "type": message.type,
+                "status": wire.STATUS_OK,
+                "model_id": self.model_id,
+                "body": body,
+            },
+        )
+
+    def _health(self) -> dict[str, Any]:
+        return {
+            "ready": self.ready,
+            "model_id": self.model_id,
+            "reloading": self._reloading.is_set(),
+            "queue_depth": self._batcher.depth,
+            "warmup_s": round(self._engine.warmup_s, 3),
+        }
+
+    def _handle_act(self, message: wire.Message, envelope: list[bytes], received: float) -> None:
+        if not self.ready:
+            raise wire.ProtocolError(wire.NOT_READY, "the node is still warming up")
+        spec = self._engine.checkpoint.spec
+        context = context_from_message(message, spec, self._engine.predictor.modes)
+        budget_ms = deadline_ms(message.header)
+        now = time.monotonic()
+        self.stats.record("decode", now - received)
+        deadline = None if budget_ms is None else received + budget_ms / 1e3
+        assert message.request_id is not None
+        if deadline is not None and now > deadline:
+            self.stats.count("expired")
+            header = wire.error_header(
+                message.request_id, "act", wire.EXPIRED, "deadline passed on arrival"
+            )
+            self._reply(envelope, {**header, "model_id": self.model_id})
+            return
+        job = Job(context, message.request_id, envelope, received, now, deadline)
+        if not self._batcher.submit(job):
+            raise wire.ProtocolError(
+                wire.OVERLOADED, f"{self.config.max_queue} requests already queued"
+            )
+
+    # -- inference thread -----------------------------------------------------------------------
+    def _connect_push(self) -> zmq.Socket:
+        push = self.context.socket(zmq.PUSH)
+        push.linger = 1000
+        push.sndhwm = 0
+        push.connect(self._results_address)
+        return push
+
+    def _warm_up(self) -> None:
+        try:
+            self._engine.warmup_s = warm_up(self._engine.predictor, self.config.backend.max_batch)
+        except Exception:
+            log.exception("warm-up failed; the node stays not ready")
+            return
+        self._ready.set()
+        log.info("warmed up in %.2f s: ready", self._engine.warmup_s)
+
+    def _deliver(self, job: Job, outcome: Outcome) -> None:
+        """Encode one act reply and hand it to the receive loop (inference thread)."""
+        assert self._push is not None
+        start = time.monotonic()
+        if outcome.prediction is None:
+            if outcome.code == wire.EXPIRED:
+                self.stats.count("expired")
+            else:
+                self.stats.count_error(outcome.code)
+            header = wire.error_header(job.request_id, "act", outcome.code, outcome.message)
+            header["model_id"] = outcome.model_id or self.model_id
+            frames = wire.encode(header)
+        else:
+            self.stats.count("ok")
+            timings = dict(outcome.timings_us)
+            timings["decode"] = round((job.queued - job.received) * 1e6, 1)
+            timings["server"] = round((start - job.received) * 1e6, 1)
+            header = {
+                "id": job.request_id,
+                "type": "act",
+                "status": wire.STATUS_OK,
+                "model_id": outcome.model_id,
+                "mode": job.context.mode,
+                "history": outcome.prediction.history,
+                "timings_us": timings,
+            }
+            frames = wire.encode(header, prediction_arrays(outcome.prediction))
+        done = time.monotonic()
+        self.stats.record("encode", done - start)
+        self.stats.record("server_total", done - job.received)
+        self._push.send_multipart([*job.envelope, b"", *frames])
+
+    # -- reload -------------------------------------------------------------------------------
+    def _handle_reload(self, message: wire.Message, envelope: list[bytes]) -> None:
+        if not self.config.allow_reload:
+            raise wire.ProtocolError(wire.BAD_REQUEST, "reload requests are disabled on this node")
+        path = message.header.get("checkpoint", self._checkpoint_path)
+        if not isinstance(path, str) or not path:
+            raise wire.ProtocolError(wire.BAD_REQUEST, "checkpoint: expected a path string")
+        if self._reloading.is_set():
+            raise wire.ProtocolError(wire.BUSY, "a reload is already running")
+        assert message.request_id is not None
+        self._start_reload(path, envelope, message.request_id)
+
+    def _start_reload(self, path: str, envelope: list[bytes] | None, rid: int | str | None) -> None:
+        if self._reloading.is_set():
+            log.warning("reload of %s ignored: a reload is already running", path)
+            return
+        self._reloading.set()
+        threading.Thread(
+            target=self._reload, args=(path, envelope, rid), name="mtm-reload", daemon=True
+        ).start()
+
+    def _reload(self, path: str, envelope: list[bytes] | None, rid: int | str | None) -> None:
+        push = self._connect_push()
+        try:
+            header: dict[str, Any]
+            try:
+                engine = load_engine(path, self.config.backend, warm=True)
+                old, new = self._engine.checkpoint.spec, engine.checkpoint.spec
+                if (old.modalities, old.segment_length) != (new.modalities, new.segment_length):
+                    raise ConfigError(
+                        f"spec differs: serving {old.modalities} L={old.segment_length}, "
+                        f"{path} has {new.modalities} L={new.segment_length}"
+                    )
+            except Exception as exc:
+                log.exception("reload of %s failed; still serving %s", path, self.model_id)
+                self.stats.count_error(wire.RELOAD_FAILED)
+                header = wire.error_header(rid, "reload", wire.RELOAD_FAILED, f"{path}: {exc}")
+                header["model_id"] = self.model_id
+            else:
+                previous = self.model_id
+                self._engine = engine  # atomic swap: the next batch runs the new model
+                self._checkpoint_path = str(engine.checkpoint.path or path)
+                self.stats.count("reloads")
+                log.info("reloaded: %s -> %s", previous, engine.model_id)
+                header = {
+                    "id": rid,
+                    "type": "reload",
+                    "status": wire.STATUS_OK,
+                    "model_id": engine.model_id,
+                    "body": {
+                        "previous_model_id": previous,
+                        "model_id": engine.model_id,
+                        "warmup_s": round(engine.warmup_s, 3),
+                    },
+                }
+            if envelope is not None:
+                push.send_multipart([*envelope, b"", *wire.encode(header)])
+        finally:
+            push.close()
+            self._reloading.clear()
+
+    # -- shutdown -----------------------------------------------------------------------------
+    def _shutdown(self) -> None:
+        log.info("shutting down: finishing %d queued requests", self._batcher.depth)
+        self._batcher.stop()
+        if self._push is not None:
+            self._push.close()
+        if self._router is not None and self._results is not None:
+            deadline = time.monotonic() + 1.0
+            while time.monotonic() < deadline and self._results.poll(20):
+                self._forward_results()
+            self._results.close()
+            self._router.close()
+        if self._auth is not None:
+            self._auth.stop()
+        if self._own_context:
+            self.context.term()
+        self._stopped.set()
+        log.info("inference node stopped")
