@@ -26,8 +26,9 @@ LOOPBACK = "tcp://127.0.0.1:*"
 def make_checkpoint(directory: Path, seed: int, model_id: str, spec: DataSpec = SPEC) -> Path:
     """A random width-32 one-layer MTM with non-trivial embeddings and normaliser."""
     torch.manual_seed(seed)
-    model = MTM(spec, ModelConfig(width=32, encoder_layers=1, decoder_layers=1, heads=2,
-                                  dropout=0.0))  # fmt: skip
+    model = MTM(
+        spec, ModelConfig(width=32, encoder_layers=1, decoder_layers=1, heads=2, dropout=0.0)
+    )
     with torch.no_grad():
         for p in (model.enc_modality, model.dec_modality, model.mask_token):
             p.normal_()
@@ -96,12 +97,16 @@ def start_node(checkpoint_a: Path, zmq_context: zmq.Context) -> Iterator[NodeFac
     """``start_node(**ServeConfig overrides, engine=None, max_batch=8)`` -> a ready node."""
     nodes: list[InferenceNode] = []
 
-    def start(engine: object = None, max_batch: int = 8, backend: str = "torch",
-              wait: bool = True, **overrides: object) -> InferenceNode:  # fmt: skip
+    def start(
+        engine: object = None,
+        max_batch: int = 8,
+        backend: str = "torch",
+        wait: bool = True,
+        **overrides: object,
+    ) -> InferenceNode:
         fields: dict[str, object] = {"checkpoint": str(checkpoint_a), "bind": LOOPBACK}
         fields.update(overrides)
-        config = ServeConfig(backend=BackendConfig(backend=backend, max_batch=max_batch),
-                             **fields)  # type: ignore[arg-type]  # fmt: skip
+        config = ServeConfig(backend=BackendConfig(backend=backend, max_batch=max_batch), **fields)  # type: ignore[arg-type]
         node = InferenceNode(config, context=zmq_context, engine=engine)  # type: ignore[arg-type]
         node.run_in_thread()
         nodes.append(node)
@@ -119,8 +124,7 @@ def connect(zmq_context: zmq.Context) -> Iterator[Callable[..., NodeClient]]:
     clients: list[NodeClient] = []
 
     def make(endpoint: str, timeout_ms: float = 3000, **kwargs: object) -> NodeClient:
-        client = NodeClient(endpoint, timeout_ms=timeout_ms, context=zmq_context,
-                            **kwargs)  # type: ignore[arg-type]  # fmt: skip
+        client = NodeClient(endpoint, timeout_ms=timeout_ms, context=zmq_context, **kwargs)  # type: ignore[arg-type]
         clients.append(client)
         return client
 

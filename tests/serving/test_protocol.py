@@ -10,8 +10,14 @@ from mtm_robot.serving.contexts import context_from_message, deadline_ms
 
 from .conftest import SPEC
 
-MODES = ("behavior_cloning", "return_conditioned", "inverse_dynamics", "forward_dynamics",
-         "goal", "two_stage")  # fmt: skip
+MODES = (
+    "behavior_cloning",
+    "return_conditioned",
+    "inverse_dynamics",
+    "forward_dynamics",
+    "goal",
+    "two_stage",
+)
 
 
 def _frames(header: dict, arrays: dict[str, np.ndarray] | None = None) -> list[bytes]:
@@ -52,8 +58,15 @@ def test_size_cap_is_checked_before_parsing():
 
 @pytest.mark.parametrize("dtype", ["int64", "object", "|O", ">f4", "float16", 3, None])
 def test_dtypes_outside_the_allow_list_are_refused(dtype):
-    body = _raw({"v": 1, "id": 1, "type": "act",
-                 "arrays": [{"name": "state", "dtype": dtype, "shape": [1]}]}, b"\0" * 8)  # fmt: skip
+    body = _raw(
+        {
+            "v": 1,
+            "id": 1,
+            "type": "act",
+            "arrays": [{"name": "state", "dtype": dtype, "shape": [1]}],
+        },
+        b"\0" * 8,
+    )
     assert _code(body) == wire.BAD_DTYPE
 
 
@@ -66,18 +79,49 @@ def test_dtypes_outside_the_allow_list_are_refused(dtype):
         ({"v": 1, "id": True, "type": "act"}, [], wire.BAD_MESSAGE),
         ({"v": 1, "id": 1, "type": 5}, [], wire.BAD_MESSAGE),
         ({"v": 1, "id": 1, "type": "act"}, [b"\0" * 4], wire.BAD_MESSAGE),  # extra frame
-        ({"v": 1, "id": 1, "type": "act",
-          "arrays": [{"name": "s", "dtype": "float32", "shape": [2]}]}, [], wire.BAD_MESSAGE),
-        ({"v": 1, "id": 1, "type": "act",
-          "arrays": [{"name": "s", "dtype": "float32", "shape": [2]}]}, [b"\0" * 4], wire.BAD_SHAPE),
-        ({"v": 1, "id": 1, "type": "act",
-          "arrays": [{"name": "s", "dtype": "float32", "shape": [-1]}]}, [b""], wire.BAD_SHAPE),
-        ({"v": 1, "id": 1, "type": "act",
-          "arrays": [{"name": "s", "dtype": "float32", "shape": [2**40, 2**40]}]}, [b""],
-         wire.BAD_SHAPE),
+        (
+            {
+                "v": 1,
+                "id": 1,
+                "type": "act",
+                "arrays": [{"name": "s", "dtype": "float32", "shape": [2]}],
+            },
+            [],
+            wire.BAD_MESSAGE,
+        ),
+        (
+            {
+                "v": 1,
+                "id": 1,
+                "type": "act",
+                "arrays": [{"name": "s", "dtype": "float32", "shape": [2]}],
+            },
+            [b"\0" * 4],
+            wire.BAD_SHAPE,
+        ),
+        (
+            {
+                "v": 1,
+                "id": 1,
+                "type": "act",
+                "arrays": [{"name": "s", "dtype": "float32", "shape": [-1]}],
+            },
+            [b""],
+            wire.BAD_SHAPE,
+        ),
+        (
+            {
+                "v": 1,
+                "id": 1,
+                "type": "act",
+                "arrays": [{"name": "s", "dtype": "float32", "shape": [2**40, 2**40]}],
+            },
+            [b""],
+            wire.BAD_SHAPE,
+        ),
         ({"v": 1, "id": 1, "type": "act", "arrays": {"s": 1}}, [], wire.BAD_MESSAGE),
     ],
-)  # fmt: skip
+)
 def test_malformed_headers_get_specific_codes(header, frames, code):
     assert _code(_raw(header, *frames)) == code
 
@@ -122,10 +166,16 @@ def _act(mode: str, arrays: dict[str, np.ndarray], **header: object) -> wire.Mes
 
 
 def _good_arrays(mode: str) -> dict[str, np.ndarray]:
-    arrays = {"state": np.ones(5, np.float32), "history_states": np.ones((2, 5), np.float32),
-              "history_actions": np.ones((2, 2), np.float32)}  # fmt: skip
-    extra = {"inverse_dynamics": ("future_states", (1, 5)), "goal": ("goal_state", (5,)),
-             "forward_dynamics": ("planned_actions", (3, 2))}  # fmt: skip
+    arrays = {
+        "state": np.ones(5, np.float32),
+        "history_states": np.ones((2, 5), np.float32),
+        "history_actions": np.ones((2, 2), np.float32),
+    }
+    extra = {
+        "inverse_dynamics": ("future_states", (1, 5)),
+        "goal": ("goal_state", (5,)),
+        "forward_dynamics": ("planned_actions", (3, 2)),
+    }
     if mode in extra:
         name, shape = extra[mode]
         arrays[name] = np.ones(shape, np.float32)
@@ -153,7 +203,7 @@ def test_every_mode_builds_a_context(mode):
         ("inverse_dynamics", {"future_states": np.ones((0, 5), np.float32)}, {}, wire.BAD_SHAPE),
         ("forward_dynamics", {"planned_actions": np.ones((2, 5), np.float32)}, {}, wire.BAD_SHAPE),
     ],
-)  # fmt: skip
+)
 def test_bad_act_requests_are_refused(mode, change, header, code):
     arrays = {**_good_arrays(mode if mode in MODES else "behavior_cloning"), **change}
     with pytest.raises(wire.ProtocolError) as info:

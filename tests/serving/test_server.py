@@ -20,8 +20,14 @@ from mtm_robot.training.checkpoint import load_checkpoint
 
 from .conftest import direct_predictor, make_checkpoint, random_context, wait_for
 
-MODES = ("behavior_cloning", "return_conditioned", "inverse_dynamics", "forward_dynamics",
-         "goal", "two_stage")  # fmt: skip
+MODES = (
+    "behavior_cloning",
+    "return_conditioned",
+    "inverse_dynamics",
+    "forward_dynamics",
+    "goal",
+    "two_stage",
+)
 
 
 class GatedForward:
@@ -209,15 +215,16 @@ def test_bad_requests_get_error_replies_and_the_node_keeps_serving(
         ([b'{"v": 0, "id": 1, "type": "act"}'], wire.BAD_VERSION),
         ([good[0]], wire.BAD_MESSAGE),  # array frame missing
         ([*good, b"extra"], wire.BAD_MESSAGE),
-        (wire.encode({"id": 1, "type": "act", "mode": "flying"}, {"state": state}),
-         wire.BAD_REQUEST),
-        (wire.encode({"id": 1, "type": "act"}, {"state": np.zeros(6, np.float32)}),
-         wire.BAD_SHAPE),
+        (
+            wire.encode({"id": 1, "type": "act", "mode": "flying"}, {"state": state}),
+            wire.BAD_REQUEST,
+        ),
+        (wire.encode({"id": 1, "type": "act"}, {"state": np.zeros(6, np.float32)}), wire.BAD_SHAPE),
         ([good[0], np.full(5, np.nan, np.float32).tobytes()], wire.NOT_FINITE),
         ([good[0], b"\0" * 8000], wire.TOO_LARGE),
         ([good[0].replace(b"float32", b"int64__"), b"\0" * 20], wire.BAD_DTYPE),
         ([], wire.BAD_MESSAGE),
-    ]  # fmt: skip
+    ]
     for frames, code in cases:
         raw.send_multipart([b"", *frames])
         reply = wire.decode_frames(raw.recv_multipart())
@@ -242,8 +249,11 @@ def _fuzz_message(rng: np.random.Generator, i: int) -> list[bytes]:
     if kind == 3:
         return [b"", *wire.encode(header, {"state": state}), b"extra"]
     if kind == 4:
-        return [b"", wire.encode(header, {"state": state})[0].replace(b"float32", b"uint8__"),
-                b"\0" * 5]  # fmt: skip
+        return [
+            b"",
+            wire.encode(header, {"state": state})[0].replace(b"float32", b"uint8__"),
+            b"\0" * 5,
+        ]
     if kind == 5:
         return [b"", *wire.encode(header, {"state": np.zeros((2, 3), np.float32)})]
     if kind == 6:
@@ -359,8 +369,9 @@ def test_failed_reloads_keep_the_old_model(start_node, connect, tmp_path):
     client = connect(node.endpoint, timeout_ms=20_000)
     with pytest.raises(NodeError, match="reload_failed"):
         client.reload(str(tmp_path / "missing"))
-    other = make_checkpoint(tmp_path / "wide", 3, "wide",
-                            DataSpec({"states": 6, "actions": 2, "returns": 1}, 4))  # fmt: skip
+    other = make_checkpoint(
+        tmp_path / "wide", 3, "wide", DataSpec({"states": 6, "actions": 2, "returns": 1}, 4)
+    )
     with pytest.raises(NodeError, match="spec differs"):
         client.reload(str(other))
     reply = client.act("behavior_cloning", np.zeros(5, np.float32))

@@ -1,0 +1,126 @@
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+import zmq
+
+from mtm_robot.serving import protocol as wire
+from mtm_robot.serving.client import NodeClient, NodeTimeoutError
+from mtm_robot.serving.security import CurveClient, generate_keypair
+
+from .conftest import LOOPBACK, direct_predictor, random_context
+from .test_server import GatedForward, _submit
+
+
+def test_client_imports_neither_torch_nor_the_model():
+    code = textwrap.dedent(
+        """
+        import sys
+        import mtm_robot.serving.client
+        heavy = [m for m in sys.modules
+                 if m.split(".")[0] in ("torch", "onnxruntime", "onnx")
+                 or m.startswith(("mtm_robot.model", "mtm_robot.inference"))]
+        assert not heavy, heavy
+        print("light")
+        """
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip() == "light"
+
+
+def test_timeout_raises_and_reconnects(zmq_context):
+    silent = zmq_context.socket(zmq.ROUTER)  # accepts requests, never answers
+    silent.linger = 0
+    port = silent.bind_to_random_port("tcp://127.0.0.1")
+    client = NodeClient(f"tcp://127.0.0.1:{port}", timeout_ms=50, context=zmq_context)
+    with pytest.raises(NodeTimeoutError):
+        client.act("behavior_cloning", np.zeros(5, np.float32))
+    assert client.reconnects == 1 and client.outstanding == 0
+    assert silent.poll(1000)  # the request did reach the node
+    client.close()
+    silent.close()
+
+
+def test_late_reply_is_dropped_never_taken_for_the_current_one(start_node, connect, checkpoint_a):
+    gated = GatedForward(checkpoint_a)
+    node = start_node(engine=gated.engine)
+    client = connect(node.endpoint)
+    rng = np.random.default_rng(9)
+    old, new = random_context("behavior_cloning", rng), random_context("behavior_cloning", rng)
+    gated.close()
+    stale = _submit(client, old)
+    assert client.poll(stale, 20) is None  # the controller's budget runs out
+    client.abandon(stale)
+    gated.gate.set()
+    current = _submit(client, new)
+    reply = client.poll(current, 5000)
+    assert reply.request_id == current
+    np.testing.assert_allclose(
+        reply.action, direct_predictor(checkpoint_a).predict(new).action, atol=1e-5
+    )
+    assert client.late_replies == 1  # the stale reply came first on the connection: dropped
+    with pytest.raises(KeyError):
+        client.poll(stale)
+
+
+def test_client_survives_the_node_being_killed_and_restarted(start_node, zmq_context):
+    first = start_node()
+    port = first.endpoint.rsplit(":", 1)[1]
+    endpoint = f"tcp://127.0.0.1:{port}"
+    client = NodeClient(endpoint, timeout_ms=300, context=zmq_context)
+    state = np.zeros(5, np.float32)
+    assert client.act("behavior_cloning", state).model_id == "tiny-a"
+    first.close()
+    with pytest.raises(NodeTimeoutError):
+        client.act("behavior_cloning", state)
+    second = start_node(bind=endpoint)
+    assert second.endpoint == endpoint
+    client.wait_ready(timeout_s=10)
+    assert client.act("behavior_cloning", state).ok
+    assert client.reconnects >= 1 and client.bad_replies == 0
+    client.close()
+
+
+def test_curve_node_refuses_clients_without_an_allowed_key(start_node, zmq_context, tmp_path):
+    _, node_secret = generate_keypair(tmp_path / "node", "node")
+    allowed_public, allowed_secret = generate_keypair(tmp_path / "allowed", "robot")
+    _, stranger_secret = generate_keypair(tmp_path / "stranger", "stranger")
+    node = start_node(
+        curve_secret_key=str(node_secret), curve_allowed_clients=str(allowed_public.parent)
+    )
+    node_public = str(tmp_path / "node" / "node.key")
+    state = np.zeros(5, np.float32)
+
+    def client(secret=None) -> NodeClient:
+        curve = CurveClient(str(secret), node_public) if secret else None
+        return NodeClient(node.endpoint, timeout_ms=300, curve=curve, context=zmq_context)
+
+    good = client(allowed_secret)
+    assert good.act("behavior_cloning", state).ok
+    for bad in (client(stranger_secret), client(None)):
+        with pytest.raises(NodeTimeoutError):
+            bad.act("behavior_cloning", state)
+        bad.close()
+    assert good.act("behavior_cloning", state).ok  # still serving the allowed one
+    good.close()
+
+
+def test_non_ok_replies_carry_code_and_message(start_node, connect):
+    client = connect(start_node().endpoint)
+    reply = client.call({"type": "act", "mode": "behavior_cloning"}, {"state": np.ones(3)})
+    assert reply.status == wire.STATUS_ERROR and reply.error_code == wire.BAD_SHAPE
+    assert "expected shape [5]" in reply.error_message
+
+
+def test_default_bind_is_loopback():
+    from mtm_robot.serving.security import is_loopback
+    from mtm_robot.serving.server import ServeConfig
+
+    assert is_loopback(ServeConfig().bind)
+    assert is_loopback("tcp://[::1]:5") and is_loopback("ipc:///tmp/x") and is_loopback(LOOPBACK)
+    assert not is_loopback("tcp://0.0.0.0:5") and not is_loopback("tcp://eth0:5")
