@@ -1,0 +1,136 @@
+"""Collect a D4RL-style dataset of simulated episodes into an episode-store folder.
+
+    python launch/collect.py --task walker --recipe expert --episodes 100 --out data/w-expert
+    python launch/collect.py --recipe medium --episodes 100 --out data/w-medium-af --drop-actions
+    python launch/collect.py --recipe random --episodes 100 --out data/w-random --workers 2
+
+Recipes: random, medium, medium-replay, medium-expert, expert (see sim/datasets.py). Policies
+come from the package (sim/experts/<task>/: expert.safetensors, medium.safetensors,
+replay/*.safetensors) unless --policy-dir points elsewhere. The data depend only on
+(task, recipe, seed, episode index): any --workers count gives identical files.
+--drop-actions writes action-free episodes (no actions array at all).
+
+Writes OUT/episode_<i>.npz per episode and OUT/summary.json (episodes, transitions, return
+mean/std, normalised score, throughput).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import multiprocessing
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from tqdm import tqdm
+
+from sim.datasets import RECIPES, CollectJob, collect_episodes, default_policy_dir
+from sim.registry import normalized_score, resolve, task_spec
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--task", default="walker", help="registered task (default: walker)")
+    parser.add_argument("--recipe", required=True, choices=RECIPES, help="dataset recipe")
+    parser.add_argument("--episodes", type=int, required=True, help="episodes to collect")
+    parser.add_argument("--out", required=True, help="output folder (episode store)")
+    parser.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
+    parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
+    parser.add_argument(
+        "--drop-actions", action="store_true", help="write action-free episodes (no actions)"
+    )
+    parser.add_argument(
+        "--deterministic", action="store_true", help="mean policy actions instead of samples"
+    )
+    parser.add_argument("--policy-dir", help="folder with expert/medium/replay policies")
+    parser.add_argument(
+        "--overwrite", action="store_true", help="allow writing into a non-empty --out"
+    )
+    args = parser.parse_args(argv)
+    if args.episodes <= 0 or args.workers <= 0:
+        parser.error("--episodes and --workers must be positive")
+    return args
+
+
+def _run_job(job: CollectJob) -> list[dict[str, object]]:
+    return collect_episodes(job)
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    task = resolve(args.task)
+    out = Path(args.out)
+    if out.exists() and any(out.glob("episode_*.npz")) and not args.overwrite:
+        sys.exit(f"{out} already holds episodes; use another --out or --overwrite")
+    out.mkdir(parents=True, exist_ok=True)
+    policy_dir = None
+    if args.recipe != "random":
+        policy_dir = str(Path(args.policy_dir) if args.policy_dir else default_policy_dir(task))
+    chunk = max(1, min(10, args.episodes // (4 * args.workers)))
+    indices = list(range(args.episodes))
+    jobs = [
+        CollectJob(
+            task=task,
+            recipe=args.recipe,
+            out_dir=str(out),
+            seed=args.seed,
+            indices=tuple(indices[i : i + chunk]),
+            policy_dir=policy_dir,
+            drop_actions=args.drop_actions,
+            deterministic=args.deterministic,
+        )
+        for i in range(0, len(indices), chunk)
+    ]
+    print(f"{task} {args.recipe}: {args.episodes} episodes, seed {args.seed}, "
+          f"{args.workers} worker(s) -> {out}")  # fmt: skip
+    started = time.perf_counter()
+    summaries: list[dict[str, object]] = []
+    bar = tqdm(total=args.episodes, desc=f"{task} {args.recipe}", unit="episode")
+    if args.workers == 1:
+        for job in jobs:
+            summaries += collect_episodes(job, on_episode=lambda _s: bar.update(1))
+    else:
+        with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
+            for result in pool.imap_unordered(_run_job, jobs):
+                summaries += result
+                bar.update(len(result))
+    bar.close()
+    elapsed = time.perf_counter() - started
+    summaries.sort(key=lambda s: int(s["index"]))  # type: ignore[call-overload]
+    returns = np.array([float(s["return"]) for s in summaries])  # type: ignore[arg-type]
+    steps = int(sum(int(s["steps"]) for s in summaries))  # type: ignore[call-overload]
+    summary: dict[str, object] = {
+        "task": task,
+        "recipe": args.recipe,
+        "seed": args.seed,
+        "episodes": len(summaries),
+        "transitions": steps,
+        "return_mean": float(returns.mean()),
+        "return_std": float(returns.std()),
+        "actions": not args.drop_actions,
+        "action_mode": "mean" if args.deterministic else "sample",
+        "policy_dir": policy_dir,
+        "workers": args.workers,
+        "wall_s": round(elapsed, 2),
+        "env_steps_per_s": round(steps / elapsed, 1),
+        "env_steps_per_s_per_worker": round(steps / elapsed / args.workers, 1),
+        "host": f"{platform.node()} {platform.machine()}",
+        "command": " ".join([Path(sys.argv[0]).name, *sys.argv[1:]]),
+    }
+    if task_spec(task).reference is not None:
+        summary["normalized_score"] = normalized_score(task, float(returns.mean()))
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    score = summary.get("normalized_score")
+    print(f"return {returns.mean():.1f} +- {returns.std():.1f}"
+          + (f" (normalised {score:.1f})" if isinstance(score, float) else ""))  # fmt: skip
+    print(f"{steps} transitions in {elapsed:.1f} s: {steps / elapsed:.0f} env steps/s "
+          f"({steps / elapsed / args.workers:.0f} per worker)")  # fmt: skip
+
+
+if __name__ == "__main__":
+    main()
