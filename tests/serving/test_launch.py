@@ -1,0 +1,92 @@
+from __future__ import annotations
+
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mtm_robot.serving.client import NodeClient
+
+from .conftest import LOOPBACK
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_serve_script_answers_then_stops_gracefully_on_sigterm(checkpoint_a):
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-u",
+            str(ROOT / "launch" / "serve.py"),
+            "--checkpoint",
+            str(checkpoint_a),
+            "--bind",
+            LOOPBACK,
+            "--max-batch",
+            "4",
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert process.stdout is not None
+        line = ""
+        while "serving" not in line:
+            line = process.stdout.readline()
+            assert line, "serve.py exited before serving"
+        endpoint = line.split(" on ")[1].split(" ")[0]
+        with NodeClient(endpoint, timeout_ms=5000) as client:
+            client.wait_ready(30)
+            rids = [client.submit("behavior_cloning", np.zeros(5, np.float32)) for _ in range(20)]
+            process.send_signal(signal.SIGTERM)
+            replies = [client.poll(rid, 5000) for rid in rids]
+        assert all(r is not None and r.ok for r in replies)  # queued work finished first
+        output, _ = process.communicate(timeout=30)
+        assert process.returncode == 0, output
+        assert "SIGTERM" in output and "stopped" in output
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+
+
+@pytest.mark.slow
+def test_export_script_writes_a_checked_graph(checkpoint_a, tmp_path):
+    out = tmp_path / "model.onnx"
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(ROOT / "launch" / "export_onnx.py"),
+            "--checkpoint",
+            str(checkpoint_a),
+            "--out",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=ROOT,
+    )
+    assert result.returncode == 0, result.stderr
+    assert out.is_file() and "max abs difference" in result.stdout
+
+
+def test_keygen_script_writes_a_pair_and_refuses_to_overwrite(tmp_path):
+    command = [
+        sys.executable,
+        str(ROOT / "launch" / "keygen.py"),
+        "--out",
+        str(tmp_path),
+        "--name",
+        "robot",
+    ]
+    assert subprocess.run(command, capture_output=True, timeout=60).returncode == 0
+    assert (tmp_path / "robot.key").is_file()
+    assert (tmp_path / "robot.key_secret").stat().st_mode & 0o777 == 0o600
+    assert subprocess.run(command, capture_output=True, timeout=60).returncode == 2
