@@ -12,6 +12,7 @@ normalised held-out errors, so the paper's comparison can run on any dataset.
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -58,7 +59,7 @@ class MLP(nn.Module):
         super().__init__()
         dims = [in_dim] + [hidden] * layers
         blocks: list[nn.Module] = []
-        for a, b in zip(dims[:-1], dims[1:]):
+        for a, b in itertools.pairwise(dims):
             blocks += [nn.Linear(a, b), nn.GELU()]
         blocks.append(nn.Linear(dims[-1], out_dim))
         self.net = nn.Sequential(*blocks)
@@ -108,18 +109,17 @@ def train_baseline(
         return float(np.mean((raw_pred - raw_true) ** 2)) / data.stats.get(_IO[task][2], 1.0)
 
     metrics: dict[str, float] = {}
-    log = open(out / "metrics.jsonl", "a")
-    for step in tqdm(range(1, config.steps + 1), disable=not progress, desc=f"mlp-{task}"):
-        x, y = _io(task, group.sample(rng, config.batch_size))
-        loss = nn.functional.mse_loss(model(torch.from_numpy(x)), torch.from_numpy(y))
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        if step % config.eval_every == 0 or step == config.steps:
-            metrics = {f"{task}_error": held_out(), "loss": float(loss.detach())}
-            log.write(json.dumps({"step": step, **metrics}) + "\n")
-            log.flush()
-    log.close()
+    with open(out / "metrics.jsonl", "a") as log:
+        for step in tqdm(range(1, config.steps + 1), disable=not progress, desc=f"mlp-{task}"):
+            x, y = _io(task, group.sample(rng, config.batch_size))
+            loss = nn.functional.mse_loss(model(torch.from_numpy(x)), torch.from_numpy(y))
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            if step % config.eval_every == 0 or step == config.steps:
+                metrics = {f"{task}_error": held_out(), "loss": float(loss.detach())}
+                log.write(json.dumps({"step": step, **metrics}) + "\n")
+                log.flush()
     save_file(
         {k: v.contiguous() for k, v in model.state_dict().items()},
         str(out / "baseline.safetensors"),

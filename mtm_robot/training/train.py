@@ -29,7 +29,7 @@ from tqdm import tqdm
 from mtm_robot.config import save_config, to_dict
 from mtm_robot.data.episodes import Episode
 from mtm_robot.data.segments import DataConfig, SegmentDataset, build_dataset
-from mtm_robot.errors import CheckpointError
+from mtm_robot.errors import CheckpointError, ConfigError
 from mtm_robot.model import masks as mask_lib
 from mtm_robot.model.mtm import MTM, DataSpec, ModelConfig, reconstruction_loss
 from mtm_robot.training import checkpoint as ckpt
@@ -63,6 +63,7 @@ class TrainConfig:
     keep_checkpoints: int = 3  # newest step_N directories kept (latest always kept)
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # torch CPU threads per process; 0 = torch's default
+    precision: str = "auto"  # auto (bf16 where the hardware has it) | bf16 | fp32
     model_id: str = "mtm"
     task: str = ""
 
@@ -73,6 +74,15 @@ def lr_multiplier(step: int, warmup: int, total: int, floor: float = 0.0) -> flo
         return (step + 1) / warmup
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return floor + (1.0 - floor) * 0.5 * (1.0 + math.cos(math.pi * progress))
+
+
+def native_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bf16 natively (CUDA, or a CPU with AVX512-BF16 or AMX)."""
+    if device.type == "cuda":
+        return True
+    cpu = torch.cpu
+    checks = ("_is_avx512_bf16_supported", "_is_amx_tile_supported")
+    return any(bool(getattr(cpu, name, lambda: False)()) for name in checks)
 
 
 def _distributed() -> tuple[int, int]:
@@ -113,8 +123,14 @@ class Trainer:
         )
         torch.manual_seed(config.seed)
         self.model = MTM(self.spec, config.model).to(self.device)
+        if config.precision not in ("auto", "bf16", "fp32"):
+            raise ConfigError(f"precision must be auto, bf16 or fp32, got '{config.precision}'")
+        self.bf16 = config.precision == "bf16" or (
+            config.precision == "auto" and native_bf16(self.device)
+        )
         self.ddp = DistributedDataParallel(self.model) if self.world > 1 else None
-        self.fused = fused = self.device.type == "cuda"
+        # fused AdamW: one kernel for every parameter, on CUDA and (torch >= 2.4) on CPU
+        self.fused = fused = True
         self.optimizer = torch.optim.AdamW(
             self.model.parameter_groups(config.optim.weight_decay),
             lr=config.optim.lr,
@@ -202,6 +218,7 @@ class Trainer:
                 **self.provenance,
                 "world_size": self.world,
                 "device": str(self.device),
+                "bf16_autocast": self.bf16,
                 "torch": str(torch.__version__),
                 "host": platform.node(),
                 "saved_unix_s": time.time(),
