@@ -9,8 +9,9 @@ Evaluate an actor file on 20 seeds never used in training (prints the normalised
 
     python launch/train_expert.py --evaluate runs/walker-walk-sac/snapshots/step_0500000.safetensors
 
-Ship the best snapshot as the expert and the one nearest half its return as "medium" into
-sim/experts/<task>/ (both re-evaluated on unseen seeds, numbers written beside them):
+Ship the best snapshot as the expert, the one nearest half its return as "medium", and the
+snapshots up to the medium one (for the medium-replay recipe) into sim/experts/<task>/ (expert
+and medium re-evaluated on unseen seeds, numbers written beside them):
 
     python launch/train_expert.py --ship runs/walker-walk-sac
 
@@ -32,7 +33,14 @@ from pathlib import Path
 
 from mtm_robot.config import load_config, save_config
 from sim.experts.policy import ExpertPolicy
-from sim.experts.trainer import TEST_SEED_BASE, TrainConfig, Trainer, evaluate, seconds_to_hms
+from sim.experts.trainer import (
+    TEST_SEED_BASE,
+    VALIDATION_SEED_BASE,
+    TrainConfig,
+    Trainer,
+    evaluate,
+    seconds_to_hms,
+)
 from sim.registry import make, normalized_score, task_spec
 
 
@@ -72,18 +80,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def evaluate_actor(path: Path, episodes: int) -> dict[str, float]:
-    """Mean/std return and normalised score of an actor file on unseen test seeds."""
+def evaluate_actor(path: Path, episodes: int, first_seed: int = TEST_SEED_BASE) -> dict[str, float]:
+    """Mean/std return and normalised score of an actor file (default: unseen test seeds)."""
     policy = ExpertPolicy.load(path)
     task = policy.meta["task"]
-    seeds = [TEST_SEED_BASE + i for i in range(episodes)]
+    seeds = [first_seed + i for i in range(episodes)]
     with make(task) as env:
         returns = evaluate(env, policy.act, seeds)
     result = {
         "return_mean": float(returns.mean()),
         "return_std": float(returns.std()),
         "episodes": episodes,
-        "first_seed": TEST_SEED_BASE,
+        "first_seed": first_seed,
     }
     if task_spec(task).reference is not None:
         result["normalized_score"] = normalized_score(task, result["return_mean"])
@@ -95,8 +103,13 @@ def ship(run_dir: Path, episodes: int, dest_root: Path | None) -> None:
     if not snapshots:
         sys.exit(f"no snapshots in {run_dir / 'snapshots'}")
     in_training = {p: ExpertPolicy.load(p).meta["return_mean"] for p in snapshots}
-    best = max(snapshots, key=lambda p: in_training[p])
-    print(f"best snapshot by in-training eval: {best.name} ({in_training[best]:.1f})")
+    # pick the expert on validation seeds (neither training nor test) among the top 3
+    candidates = sorted(snapshots, key=lambda p: in_training[p])[-3:]
+    validation = {p: evaluate_actor(p, episodes, VALIDATION_SEED_BASE) for p in candidates}
+    for p in candidates:
+        print(f"candidate {p.name}: in-training {in_training[p]:.1f}, "
+              f"validation {validation[p]['return_mean']:.1f}")  # fmt: skip
+    best = max(candidates, key=lambda p: validation[p]["return_mean"])
     expert_eval = evaluate_actor(best, episodes)
     print(f"expert {best.name}: {json.dumps(expert_eval)}")
     half = expert_eval["return_mean"] / 2.0
@@ -110,7 +123,13 @@ def ship(run_dir: Path, episodes: int, dest_root: Path | None) -> None:
         shutil.copyfile(src, dest / f"{level}.safetensors")
         info = {"source": str(src), "test_eval": result, "in_training_eval": in_training[src]}
         (dest / f"{level}.json").write_text(json.dumps(info, indent=2) + "\n")
-    print(f"shipped to {dest}")
+    # medium-replay: every snapshot up to (and including) the medium one, in training order
+    replay = dest / "replay"
+    shutil.rmtree(replay, ignore_errors=True)
+    replay.mkdir()
+    for src in snapshots[: snapshots.index(medium) + 1]:
+        shutil.copyfile(src, replay / src.name)
+    print(f"shipped expert, medium and {snapshots.index(medium) + 1} replay snapshots to {dest}")
 
 
 def main(argv: list[str] | None = None) -> None:

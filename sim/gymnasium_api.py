@@ -11,7 +11,7 @@ from gymnasium import spaces
 from sim.env import SimEnv
 
 
-class GymnasiumView(gymnasium.Env):  # type: ignore[type-arg]
+class GymnasiumView(gymnasium.Env):
     """A thin gymnasium view of a ``SimEnv``; the ``SimEnv`` still validates every action."""
 
     metadata: dict[str, Any] = {"render_modes": ["rgb_array"]}  # noqa: RUF012 (gymnasium API)
@@ -39,7 +39,7 @@ class GymnasiumView(gymnasium.Env):  # type: ignore[type-arg]
     def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
         return self.env.step(action)
 
-    def render(self) -> np.ndarray | None:  # type: ignore[override]
+    def render(self) -> np.ndarray | None:
         return self.env.render() if self.render_mode == "rgb_array" else None
 
     def close(self) -> None:

@@ -117,6 +117,8 @@ class Actor(nn.Module):
         self.log_std_max = config.log_std_max
         low = torch.tensor(np.array(action_low, dtype=np.float32))
         high = torch.tensor(np.array(action_high, dtype=np.float32))
+        self.action_scale: torch.Tensor
+        self.action_bias: torch.Tensor
         self.register_buffer("action_scale", (high - low) / 2.0)
         self.register_buffer("action_bias", (high + low) / 2.0)
 

@@ -14,8 +14,9 @@ snapshots/step_XXXXXXX.safetensors   actor files (sim.experts.policy) at every e
 ```
 
 Seeds: training episode ``k`` resets with seed ``seed * 100_000 + k``; in-training evaluation
-uses seeds ``10_000_000 + i``; the final test of a shipped policy uses ``20_000_000 + i``
-(``TEST_SEED_BASE``), never touched during training.
+uses seeds ``10_000_000 + i``; choosing the shipped expert among the best snapshots uses
+``15_000_000 + i``; the final test of a shipped policy uses ``20_000_000 + i``
+(``TEST_SEED_BASE``), never touched during training or selection.
 """
 
 from __future__ import annotations
@@ -46,6 +47,7 @@ logger = logging.getLogger(__name__)
 
 TRAIN_SEED_STRIDE = 100_000
 EVAL_SEED_BASE = 10_000_000
+VALIDATION_SEED_BASE = 15_000_000
 TEST_SEED_BASE = 20_000_000
 
 
@@ -180,7 +182,7 @@ class Trainer:
         arrays = {**self.replay.arrays(), **self.agent.optimizer_arrays()}
         arrays["torch_rng"] = torch.get_rng_state().numpy()
         with open(tmp / "state.npz", "wb") as handle:
-            np.savez(handle, **arrays)
+            np.savez(handle, **arrays)  # type: ignore[arg-type]
             handle.flush()
             os.fsync(handle.fileno())
         progress = {
