@@ -1,0 +1,59 @@
+"""Writing benchmark results: each bench script owns one marked section of docs/benchmarks.md."""
+
+from __future__ import annotations
+
+import os
+import platform
+import re
+import subprocess
+from pathlib import Path
+
+import numpy as np
+
+BENCHMARKS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+_HEADER = """# Benchmarks
+
+Every figure below was measured by the script named in its section, with a baseline measured
+in the same run on the same machine. Rerun a section with the command shown under it.
+"""
+
+
+def hardware() -> str:
+    """One line naming the machine: CPU model, cores, GPU if any."""
+    cpu = platform.processor() or platform.machine()
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
+        match = re.search(r"Model name:\s*(.+)", out)
+        if match:
+            cpu = match.group(1).strip()
+    except OSError:
+        pass
+    line = f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}"
+    try:
+        import torch
+
+        if torch.cuda.is_available():
+            line += f", GPU {torch.cuda.get_device_name()}"
+        line += f", torch {torch.__version__}"
+    except ImportError:
+        pass
+    return line
+
+
+def percentiles_ms(samples_s: list[float] | np.ndarray) -> tuple[float, float]:
+    """(p50, p99) in milliseconds of durations given in seconds."""
+    arr = np.asarray(samples_s) * 1000.0
+    return float(np.percentile(arr, 50)), float(np.percentile(arr, 99))
+
+
+def write_section(name: str, markdown: str, path: Path = BENCHMARKS) -> None:
+    """Replace (or append) the section ``name`` of the benchmarks page."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = path.read_text() if path.exists() else _HEADER
+    begin, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
+    block = f"{begin}\n{markdown.strip()}\n{end}"
+    if begin in text and end in text:
+        text = text[: text.index(begin)] + block + text[text.index(end) + len(end) :]
+    else:
+        text = text.rstrip() + "\n\n" + block + "\n"
+    path.write_text(text)
