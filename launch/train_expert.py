@@ -67,6 +67,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--seed", type=int, help="training seed; shortcut for --set seed=S")
     parser.add_argument("--out", help="run directory (created; resumed if it holds a checkpoint)")
     parser.add_argument("--no-progress", action="store_true", help="disable the progress bar")
+    parser.add_argument(
+        "--report", metavar="RUN_DIR", help="print a markdown progress table of a run and exit"
+    )
     parser.add_argument("--evaluate", metavar="ACTOR", help="evaluate an actor file and exit")
     parser.add_argument("--episodes", type=int, default=20, help="episodes for --evaluate/--ship")
     parser.add_argument(
@@ -132,8 +135,34 @@ def ship(run_dir: Path, episodes: int, dest_root: Path | None) -> None:
     print(f"shipped expert, medium and {snapshots.index(medium) + 1} replay snapshots to {dest}")
 
 
+def report(run_dir: Path, every: int = 50_000) -> None:
+    """Markdown table of the in-training evaluations, with the recent rate and an ETA."""
+    records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+    evals = [r for r in records if r["kind"] == "eval"]
+    if not evals:
+        sys.exit(f"{run_dir}: no evaluations yet")
+    total = json.loads((run_dir / "config.json").read_text())["steps"]
+    best = max(evals, key=lambda r: r["return_mean"])
+    print("| env steps | wall time | eval return (mean +- std) |")
+    print("| ---: | ---: | ---: |")
+    for r in evals:
+        if r["step"] % every == 0 or r is best or r is evals[-1] or r is evals[0]:
+            mark = " (best)" if r is best else ""
+            print(f"| {r['step']:,} | {r['wall_s'] / 60:.0f} min | "
+                  f"{r['return_mean']:.1f} +- {r['return_std']:.1f}{mark} |")  # fmt: skip
+    if len(evals) >= 2 and evals[-1]["step"] < total:
+        a, b = evals[max(0, len(evals) - 4)], evals[-1]
+        rate = (b["step"] - a["step"]) / max(b["wall_s"] - a["wall_s"], 1e-9)
+        eta = (total - b["step"]) / rate
+        print(f"\nrecent rate {rate:.1f} steps/s; {total - b['step']:,} steps left, "
+              f"about {seconds_to_hms(eta)} of run time")  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    if args.report:
+        report(Path(args.report))
+        return
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.evaluate:
         result = evaluate_actor(Path(args.evaluate), args.episodes)
