@@ -16,6 +16,7 @@ import argparse
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -103,7 +104,7 @@ def main() -> None:
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
     with tempfile.TemporaryDirectory() as tmp:
-        runners = {
+        runners: dict[str, Callable[[], object]] = {
             "reference eager, fp32 (baseline)": ReferenceStep(args.batch),
             "this trainer, default (bf16 autocast)": make_trainer(
                 args.batch, "auto", Path(tmp) / "a"

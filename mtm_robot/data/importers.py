@@ -64,7 +64,7 @@ def load_d4rl_hdf5(path: str | Path, task: str = "") -> list[Episode]:
             "path": f"{path}[{start}:{end + 1}]",
         }
         episodes.append(Episode(obs[sl], actions[sl], rewards[sl], meta=meta))
-        start = end + 1
+        start = int(end) + 1
     return episodes
 
 

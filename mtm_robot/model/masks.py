@@ -11,7 +11,7 @@ Inference slot layout (control): slots ``0..k-1`` hold the last ``k`` executed
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -65,7 +65,7 @@ class MaskConfig:
             raise ConfigError(f"keep_ratios must be in [0, 1], got {self.keep_ratios}")
 
 
-def _mask(names: Sequence[str], L: int, visible: dict[str, slice | list[int]]) -> Mask:
+def _mask(names: Sequence[str], L: int, visible: Mapping[str, slice | list[int]]) -> Mask:
     out = {}
     for name in names:
         m = np.zeros(L, dtype=bool)

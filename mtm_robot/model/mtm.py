@@ -123,6 +123,7 @@ class MTM(nn.Module):
         self.enc_modality = nn.Parameter(torch.zeros(M, d))
         self.dec_modality = nn.Parameter(torch.zeros(M, d))
         self.mask_token = nn.Parameter(torch.zeros(M, d))
+        self.time_embedding: Tensor
         self.register_buffer("time_embedding", sinusoid_table(L, d) / 2, persistent=False)
         self.encoder = nn.ModuleList(Block(config) for _ in range(config.encoder_layers))
         self.encoder_norm = nn.LayerNorm(d)
