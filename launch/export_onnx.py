@@ -3,9 +3,12 @@
 Examples:
   python launch/export_onnx.py --checkpoint default --out model.onnx
   python launch/serve.py --checkpoint default --backend onnx --onnx model.onnx
+  python launch/export_onnx.py --checkpoint default --out model.onnx --int8   # + model-int8.onnx
 
 The check runs the graph with ONNX Runtime against the torch model on random inputs with the
-mask of every inference mode and prints the largest absolute difference.
+mask of every inference mode and prints the largest absolute difference (at most --tolerance
+for the float32 graph). --int8 also writes a dynamically quantised copy (about 2.5x faster on a
+CPU at the paper size) and prints its difference, which is approximate by design.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from mtm_robot.errors import MTMRobotError
-from mtm_robot.export.onnx import export_onnx
+from mtm_robot.export.onnx import export_onnx, quantize_int8
 from mtm_robot.inference import torch_forward
 from mtm_robot.model import masks as mask_lib
 from mtm_robot.serving.backends import OnnxForward
@@ -33,6 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--out", type=Path, required=True, help="the .onnx file to write")
     parser.add_argument("--opset", type=int, default=17, help="ONNX opset version")
     parser.add_argument("--tolerance", type=float, default=1e-4, help="max abs diff accepted")
+    parser.add_argument("--int8", action="store_true", help="also write NAME-int8.onnx")
     return parser.parse_args(argv)
 
 
@@ -77,6 +81,16 @@ def main(argv: list[str] | None = None) -> int:
     if worst > args.tolerance:
         print(f"error: above the tolerance {args.tolerance:g}", file=sys.stderr)
         return 1
+    if args.int8:
+        int8 = quantize_int8(path, path.with_name(f"{path.stem}-int8.onnx"))
+        print(
+            f"wrote {int8} ({int8.stat().st_size / 1e6:.1f} MB), int8 weights; serve it with "
+            f"--backend onnx --onnx {int8} --set backend.quantize=int8"
+        )
+        print(
+            f"int8 vs torch: max abs difference {max_difference(args.checkpoint, int8):.2e} "
+            "(approximate by design)"
+        )
     return 0
 
 

@@ -35,6 +35,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--backend", choices=("torch", "onnx"), help="inference backend")
     parser.add_argument("--device", choices=("cpu", "cuda"), help="where the model runs")
     parser.add_argument("--onnx", help="exported graph for --backend onnx (else exported now)")
+    parser.add_argument(
+        "--quantize", choices=("none", "int8"), help="onnx: int8 weights (faster, approximate)"
+    )
     parser.add_argument("--max-batch", type=int, help="largest batch per forward")
     parser.add_argument(
         "--max-wait-us", type=int, help="how long a batch waits for more requests (0: greedy)"
@@ -66,6 +69,7 @@ def build_config(args: argparse.Namespace) -> ServeConfig:
         "backend.backend": args.backend,
         "backend.device": args.device,
         "backend.onnx_path": args.onnx,
+        "backend.quantize": args.quantize,
         "backend.max_batch": args.max_batch,
         "backend.threads": args.threads,
         "max_wait_us": args.max_wait_us,

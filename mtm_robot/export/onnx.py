@@ -93,6 +93,31 @@ def export_onnx(checkpoint: Checkpoint, out: str | Path, opset: int = OPSET) -> 
     return out
 
 
+def quantize_int8(source: str | Path, out: str | Path) -> Path:
+    """Dynamic int8 quantisation of the graph's weights (activations stay float).
+
+    Approximate by design: outputs move by about 1e-2 of their scale, so the 1e-4 parity with
+    torch does not hold. Worth it where the forward is compute-bound on a CPU (about 2.5x
+    faster at the paper configuration on one core); measure the deviation on your model with
+    ``launch/export_onnx.py --int8``. Provenance metadata is kept and ``quantized=int8`` added.
+    """
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    meta = {p.key: p.value for p in onnx.load(str(source), load_external_data=False).metadata_props}
+    quantize_dynamic(str(source), str(out), weight_type=QuantType.QInt8)
+    graph = onnx.load(str(out))
+    del graph.metadata_props[:]
+    for key, value in {**meta, "quantized": "int8"}.items():
+        entry = graph.metadata_props.add()
+        entry.key, entry.value = key, value
+    onnx.save(graph, str(out))
+    log.info("quantised %s to int8 weights: %s", source, out)
+    return out
+
+
 def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
     """The provenance stored by :func:`export_onnx` (``data_spec`` decoded)."""
     import onnx

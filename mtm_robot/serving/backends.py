@@ -33,6 +33,7 @@ log = logging.getLogger(__name__)
 
 BACKENDS = ("torch", "onnx")
 DEVICES = ("cpu", "cuda")
+QUANTIZE = ("none", "int8")
 
 
 def batch_buckets(max_batch: int) -> list[int]:
@@ -165,6 +166,7 @@ class BackendConfig:
     threads: int = 1  # CPU threads for torch / ONNX Runtime intra-op
     onnx_path: str = ""  # exported graph for --backend onnx; empty: export at load time
     cuda_graphs: bool = True  # torch on CUDA: capture one graph per batch bucket
+    quantize: str = "none"  # onnx only: "int8" = dynamic int8 weights (approximate, faster)
 
     def __post_init__(self) -> None:
         if self.backend not in BACKENDS:
@@ -175,6 +177,10 @@ class BackendConfig:
             raise ConfigError(f"max_batch must be >= 1, got {self.max_batch}")
         if self.threads < 1:
             raise ConfigError(f"threads must be >= 1, got {self.threads}")
+        if self.quantize not in QUANTIZE:
+            raise ConfigError(f"quantize '{self.quantize}' unknown; expected one of {QUANTIZE}")
+        if self.quantize != "none" and self.backend != "onnx":
+            raise ConfigError("quantize applies to the onnx backend only")
 
 
 @dataclass
@@ -208,7 +214,7 @@ class Engine:
 
 
 def _onnx_path(checkpoint: Checkpoint, config: BackendConfig) -> Path:
-    from mtm_robot.export.onnx import export_onnx, read_onnx_metadata
+    from mtm_robot.export.onnx import export_onnx, quantize_int8, read_onnx_metadata
 
     if config.onnx_path:
         path = Path(config.onnx_path)
@@ -218,9 +224,17 @@ def _onnx_path(checkpoint: Checkpoint, config: BackendConfig) -> Path:
                 f"{path} was exported from weights {meta.get('weights_sha256', '?')[:12]}, "
                 f"the checkpoint has {checkpoint.weights_sha256[:12]}: re-export it"
             )
+        if meta.get("quantized", "none") != config.quantize:
+            raise ConfigError(
+                f"{path} has quantized={meta.get('quantized', 'none')}, the config asks for "
+                f"{config.quantize}"
+            )
         return path
     directory = Path(tempfile.mkdtemp(prefix="mtm-onnx-"))
-    return export_onnx(checkpoint, directory / "model.onnx")
+    path = export_onnx(checkpoint, directory / "model.onnx")
+    if config.quantize == "int8":
+        path = quantize_int8(path, directory / "model-int8.onnx")
+    return path
 
 
 def make_forward(checkpoint: Checkpoint, config: BackendConfig) -> tuple[ForwardFn, dict[str, Any]]:
@@ -235,6 +249,7 @@ def make_forward(checkpoint: Checkpoint, config: BackendConfig) -> tuple[Forward
             path, list(checkpoint.spec.modalities), config.device, config.threads
         )
         description["providers"] = onnx_forward.providers
+        description["quantize"] = config.quantize
         forward: ForwardFn = onnx_forward
         if config.device == "cuda":
             forward, description["buckets"] = bucketed(onnx_forward, buckets), buckets

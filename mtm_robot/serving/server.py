@@ -47,7 +47,7 @@ class ServeConfig:
     checkpoint: str = "default"  # checkpoint directory, or "default" (the shipped walker-walk)
     bind: str = "tcp://127.0.0.1:5555"  # ROUTER endpoint; ":*" picks a free port
     backend: BackendConfig = field(default_factory=BackendConfig)
-    max_wait_us: int = 200  # how long a batch waits for more requests after its first one
+    max_wait_us: int = 0  # how long a batch waits for more after its first request (0: greedy)
     max_queue: int = 4096  # queued act requests beyond which the node answers "overloaded"
     max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES  # size cap, checked before decoding
     insecure: bool = False  # allow a non-loopback bind without CurveZMQ (logs a warning)

@@ -90,3 +90,17 @@ def test_cuda_requests_fail_fast_without_a_gpu(checkpoint_a):
         pytest.skip("a GPU is present")
     with pytest.raises(ConfigError, match="cuda"):
         load_engine(checkpoint_a, BackendConfig(device="cuda"), warm=False)
+
+
+def test_int8_engine_is_close_but_not_exact(checkpoint_a):
+    engine = load_engine(checkpoint_a, BackendConfig(backend="onnx", quantize="int8", max_batch=2))
+    assert engine.description["quantize"] == "int8"
+    reference = Predictor(
+        SPEC, engine.checkpoint.normalizer, torch_forward(engine.checkpoint.model)
+    )
+    contexts = [random_context(m, np.random.default_rng(14)) for m in MODES]
+    scale = max(float(np.abs(b.action).max()) for b in reference.predict_batch(contexts))
+    for a, b in zip(engine.predictor.predict_batch(contexts), reference.predict_batch(contexts)):
+        assert np.abs(a.action - b.action).max() < 0.1 * scale
+    with pytest.raises(ConfigError, match="onnx backend only"):
+        BackendConfig(backend="torch", quantize="int8")
