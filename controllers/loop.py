@@ -1,0 +1,300 @@
+"""The fixed-rate controller: observe, request, apply the reply or fall back, limit, step, record.
+
+Each tick (realtime mode):
+
+1. wait for the tick's absolute deadline (:class:`~controllers.timing.LoopTimer`);
+2. send the request with the current state, the recent history and the mode's inputs
+   (return target, desired next states from a reference), its deadline = the tick's budget;
+3. apply the reply if it arrived within the budget, else the fallback ladder
+   (:mod:`controllers.fallback`);
+4. clip and rate-limit (:mod:`controllers.safety`), step the environment, record telemetry.
+
+The reply's predicted next state is compared with the state observed on the next tick: a
+free surprise signal (no extra inference). Lockstep mode runs the same code but waits for every
+reply (up to a generous timeout) and needs no wall clock: deterministic evaluation.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import numpy as np
+
+from controllers.fallback import FallbackConfig, FallbackLadder
+from controllers.reference import ReferenceTrajectory
+from controllers.safety import SafetyLimits
+from controllers.timing import Clock, LoopTimer, MonotonicClock, SimulatedClock
+
+log = logging.getLogger(__name__)
+
+CONTROL_MODES = ("return_conditioned", "inverse_dynamics", "behavior_cloning", "two_stage")
+
+
+class Reply(Protocol):
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def action(self) -> np.ndarray: ...
+    @property
+    def action_chunk(self) -> np.ndarray: ...
+    @property
+    def next_states(self) -> np.ndarray: ...
+    @property
+    def model_id(self) -> str: ...
+
+
+class PolicyPort(Protocol):
+    """What the controller needs of a policy: the ZeroMQ client provides exactly this."""
+
+    def submit(self, mode: str, state: np.ndarray, **fields: Any) -> int: ...
+    def poll(self, request_id: int, timeout_ms: float = 0.0) -> Reply | None: ...
+    def abandon(self, request_id: int) -> None: ...
+
+
+class EnvPort(Protocol):
+    action_low: np.ndarray
+    action_high: np.ndarray
+    action_dim: int
+    observation_dim: int
+    control_hz: float
+
+    def reset(self, seed: int | None = None) -> tuple[np.ndarray, dict[str, Any]]: ...
+    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]: ...
+    def get_physics_state(self) -> np.ndarray: ...
+
+
+@dataclass
+class ControllerConfig:
+    mode: str = "return_conditioned"
+    control_hz: float = 0.0  # 0 = the task's own control rate
+    realtime: bool = True  # False = lockstep: wait for every reply, deterministic
+    history: int = 2  # past (state, action) pairs per request; L-2 keeps a next-state slot
+    target_return: float | None = None  # return_conditioned / two_stage
+    deadline_margin_ms: float = 1.0  # the request budget ends this long before the next tick
+    lockstep_timeout_ms: float = 10_000.0
+    max_action_delta: float | None = None  # per-tick rate limit (action units)
+    future_states: int = 1  # inverse_dynamics: desired states sent per request
+    fallback: FallbackConfig = field(default_factory=FallbackConfig)
+    max_steps: int = 0  # 0 = until the environment ends the episode
+
+    def __post_init__(self) -> None:
+        if self.mode not in CONTROL_MODES:
+            raise ValueError(f"mode must be one of {CONTROL_MODES}, got '{self.mode}'")
+        if self.history < 0:
+            raise ValueError(f"history must be >= 0, got {self.history}")
+
+
+@dataclass
+class TickLog:
+    """Per-tick telemetry, as parallel lists (turned into arrays by :meth:`arrays`)."""
+
+    t_s: list[float] = field(default_factory=list)
+    period_s: list[float] = field(default_factory=list)
+    lateness_s: list[float] = field(default_factory=list)
+    latency_s: list[float] = field(default_factory=list)  # nan when no reply in time
+    level: list[str] = field(default_factory=list)  # model | chunk | hold | decay | safe
+    model_id: list[str] = field(default_factory=list)
+    requested: list[np.ndarray] = field(default_factory=list)
+    applied: list[np.ndarray] = field(default_factory=list)
+    surprise: list[float] = field(default_factory=list)  # nan when there was no prediction
+    reward: list[float] = field(default_factory=list)
+    skipped: list[int] = field(default_factory=list)
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        return {
+            "t_s": np.asarray(self.t_s),
+            "period_s": np.asarray(self.period_s),
+            "lateness_s": np.asarray(self.lateness_s),
+            "latency_s": np.asarray(self.latency_s),
+            "level": np.asarray(self.level, dtype="U8"),
+            "model_id": np.asarray(self.model_id, dtype="U64"),
+            "requested": np.asarray(self.requested),
+            "applied": np.asarray(self.applied),
+            "surprise": np.asarray(self.surprise),
+            "reward": np.asarray(self.reward),
+            "skipped": np.asarray(self.skipped),
+        }
+
+
+@dataclass
+class EpisodeResult:
+    seed: int
+    episode_return: float
+    ticks: int
+    terminated: bool
+    truncated: bool
+    states: np.ndarray
+    actions: np.ndarray
+    rewards: np.ndarray
+    physics: np.ndarray
+    telemetry: TickLog
+
+    def summary(self) -> dict[str, Any]:
+        tel = self.telemetry.arrays()
+        latency = tel["latency_s"][np.isfinite(tel["latency_s"])]
+        period = tel["period_s"][1:]
+        jitter = np.abs(period - np.median(period)) if len(period) else np.zeros(0)
+        surprise = tel["surprise"][np.isfinite(tel["surprise"])]
+        levels = tel["level"]
+        return {
+            "seed": self.seed,
+            "return": self.episode_return,
+            "ticks": self.ticks,
+            "deadline_misses": int(np.sum(levels != "model")),
+            "fallback_ticks": {
+                lv: int(np.sum(levels == lv)) for lv in ("chunk", "hold", "decay", "safe")
+            },
+            "skipped_ticks": int(tel["skipped"].sum()) if len(tel["skipped"]) else 0,
+            "latency_ms_p50": _pct(latency, 50) * 1e3,
+            "latency_ms_p99": _pct(latency, 99) * 1e3,
+            "jitter_ms_p99": _pct(jitter, 99) * 1e3,
+            "surprise_mean": float(surprise.mean()) if len(surprise) else float("nan"),
+            "models": sorted(set(tel["model_id"].tolist()) - {""}),
+        }
+
+
+def _pct(x: np.ndarray, q: float) -> float:
+    return float(np.percentile(x, q)) if len(x) else float("nan")
+
+
+class Controller:
+    """Runs episodes of ``env`` under ``policy`` at a fixed rate."""
+
+    def __init__(
+        self,
+        env: EnvPort,
+        policy: PolicyPort,
+        config: ControllerConfig,
+        reference: ReferenceTrajectory | None = None,
+        clock: Clock | None = None,
+        neutral_action: np.ndarray | None = None,
+        safe_action: np.ndarray | None = None,
+        state_scale: np.ndarray | None = None,
+    ) -> None:
+        self.env = env
+        self.policy = policy
+        self.config = config
+        if config.mode == "inverse_dynamics":
+            if reference is None:
+                raise ValueError("inverse_dynamics needs a reference trajectory (--reference)")
+            if reference.dim != env.observation_dim:
+                raise ValueError(
+                    f"reference states have dim {reference.dim}, the task's "
+                    f"observations {env.observation_dim}"
+                )
+        if config.mode in ("return_conditioned", "two_stage") and config.target_return is None:
+            raise ValueError(f"{config.mode} needs a target return")
+        self.reference = reference
+        self.rate_hz = config.control_hz or env.control_hz
+        self.clock: Clock = clock or (MonotonicClock() if config.realtime else SimulatedClock())
+        mid = (np.asarray(env.action_low) + np.asarray(env.action_high)) / 2
+        self.neutral = mid if neutral_action is None else np.asarray(neutral_action, np.float64)
+        self.safe = self.neutral if safe_action is None else np.asarray(safe_action, np.float64)
+        self.state_scale = state_scale
+
+    def _fields(self, step: int, state: np.ndarray, hs: deque, ha: deque) -> dict[str, Any]:
+        c = self.config
+        fields: dict[str, Any] = {}
+        if hs:
+            fields["history_states"] = np.asarray(hs)
+            fields["history_actions"] = np.asarray(ha)
+        if c.mode in ("return_conditioned", "two_stage"):
+            fields["return_target"] = c.target_return
+        if c.mode == "inverse_dynamics":
+            assert self.reference is not None
+            fields["future_states"] = self.reference.desired(step, state, c.future_states)
+        return fields
+
+    def run_episode(self, seed: int) -> EpisodeResult:
+        c = self.config
+        timer = LoopTimer(self.rate_hz, self.clock)
+        period = 1.0 / self.rate_hz
+        safety = SafetyLimits(self.env.action_low, self.env.action_high, c.max_action_delta)
+        ladder = FallbackLadder(c.fallback, self.neutral, self.safe)
+        if self.reference is not None:
+            self.reference.reset()
+        state, _ = self.env.reset(seed=seed)
+        hs: deque[np.ndarray] = deque(maxlen=c.history)
+        ha: deque[np.ndarray] = deque(maxlen=c.history)
+        log_ = TickLog()
+        states, actions, rewards, physics = [], [], [], []
+        last_applied = self.neutral.copy()
+        predicted_next: np.ndarray | None = None
+        previous_start: float | None = None
+        terminated = truncated = False
+        step = 0
+        while not (terminated or truncated) and not (c.max_steps and step >= c.max_steps):
+            tick = timer.wait()
+            surprise = float("nan")
+            if predicted_next is not None:
+                diff = state - predicted_next
+                if self.state_scale is not None:
+                    diff = diff / self.state_scale
+                surprise = float(np.sqrt(np.mean(diff**2)))
+            budget_end = timer.next_deadline() - c.deadline_margin_ms / 1e3
+            sent = self.clock.now()
+            sent_wall = time.perf_counter()
+            timeout_ms = (
+                c.lockstep_timeout_ms if not c.realtime else max(0.0, (budget_end - sent) * 1e3)
+            )
+            fields = self._fields(step, state, hs, ha)
+            rid = self.policy.submit(c.mode, state, deadline_ms=timeout_ms, **fields)
+            reply = self.policy.poll(rid, timeout_ms=timeout_ms)
+            latency = float("nan")
+            model_id = ""
+            predicted_next = None
+            if reply is not None and reply.ok:
+                latency = time.perf_counter() - sent_wall
+                requested = np.asarray(reply.action, np.float64)
+                ladder.on_reply(reply.action_chunk)
+                level, model_id = "model", reply.model_id
+                if len(reply.next_states):
+                    predicted_next = np.asarray(reply.next_states[0], np.float64)
+            else:
+                if reply is None:
+                    self.policy.abandon(rid)
+                requested, level = ladder.on_miss(last_applied)
+            applied = safety.apply(requested, last_applied, self.neutral)
+            states.append(state)
+            physics.append(self.env.get_physics_state())
+            next_state, reward, terminated, truncated, _ = self.env.step(applied)
+            actions.append(applied)
+            rewards.append(reward)
+            hs.append(state)
+            ha.append(applied)
+            log_.t_s.append(tick.started_s)
+            log_.period_s.append(
+                period if previous_start is None else tick.started_s - previous_start
+            )
+            previous_start = tick.started_s
+            log_.lateness_s.append(tick.lateness_s)
+            log_.latency_s.append(latency)
+            log_.level.append(level)
+            log_.model_id.append(model_id)
+            log_.requested.append(np.asarray(requested, np.float64))
+            log_.applied.append(applied)
+            log_.surprise.append(surprise)
+            log_.reward.append(float(reward))
+            log_.skipped.append(tick.skipped)
+            if not c.realtime:
+                assert isinstance(self.clock, SimulatedClock)
+                self.clock.advance(period)
+            last_applied = applied
+            state = next_state
+            step += 1
+        return EpisodeResult(
+            seed,
+            float(np.sum(rewards)),
+            step,
+            bool(terminated),
+            bool(truncated),
+            np.asarray(states),
+            np.asarray(actions),
+            np.asarray(rewards),
+            np.asarray(physics),
+            log_,
+        )
