@@ -210,6 +210,10 @@ class Engine:
             "modes": list(self.predictor.modes),
             "backend": self.description,
             "task": self.checkpoint.metadata.get("task"),
+            # for clients: the return range seen in training (return targets, reference 4.6)
+            # and the state scale (to normalise prediction errors)
+            "return_stats": self.checkpoint.metadata.get("return_stats", {}),
+            "state_std": self.checkpoint.normalizer.std["states"].tolist(),
         }
 
 

@@ -1,0 +1,184 @@
+"""A sim-control session: simulator + controller in this process, the model in a node process.
+
+What ``python launch/sim_control.py`` runs. It starts (or connects to) an inference node,
+checks that the served model fits the task before the loop starts, runs the episodes,
+records them, and writes the run directory (see :mod:`controllers.report`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from controllers.loop import Controller, ControllerConfig, EpisodeResult
+from controllers.reference import ReferenceTrajectory
+from mtm_robot.data.episodes import Episode, episode_file, episode_paths, save_episode
+from mtm_robot.errors import MTMRobotError, SpecMismatchError
+from mtm_robot.serving.client import NodeClient, NodeTimeoutError
+from mtm_robot.serving.process import NodeProcess
+from sim import registry
+
+log = logging.getLogger(__name__)
+#: Reset seeds of sim_control evaluation episodes (see docs/datasets.md for the other ranges).
+EVALUATION_SEED_BASE = 40_000_000
+
+
+@dataclass
+class SessionConfig:
+    task: str = "walker"
+    checkpoint: str = "default"  # served by a node this session starts
+    server: str = ""  # or an already running node: tcp://host:port
+    episodes: int = 3
+    seed: int = EVALUATION_SEED_BASE  # episode i resets with seed + i
+    target_return: float | None = None  # None: the top of the training return range
+    target_fraction: float = 1.0  # target = min + fraction * (max - min) when not given
+    reference: str = ""  # episode .npz whose states inverse_dynamics tracks
+    reference_indexing: str = "nearest"
+    record: str = ""  # episode-store directory for the recorded episodes
+    node_args: list[str] = field(default_factory=list)  # extra launch/serve.py arguments
+    node_ready_timeout_s: float = 180.0
+    controller: ControllerConfig = field(default_factory=ControllerConfig)
+
+
+@dataclass
+class SessionResult:
+    task: str
+    model: dict[str, Any]
+    episodes: list[EpisodeResult]
+    summaries: list[dict[str, Any]]
+    wall_s: float
+
+
+def check_model_fits_task(
+    metadata: dict[str, Any], observation_dim: int, action_dim: int, mode: str, task: str
+) -> None:
+    """Fail before the loop when the served model cannot control this task."""
+    dims = metadata.get("modalities", {})
+    for name, expected in (("states", observation_dim), ("actions", action_dim)):
+        if dims.get(name) != expected:
+            raise SpecMismatchError(
+                f"model '{metadata.get('model_id')}' has {name} dim {dims.get(name)} but task "
+                f"'{task}' has {expected}; pass a checkpoint trained on this task (--checkpoint)"
+            )
+    if mode not in metadata.get("modes", []):
+        raise SpecMismatchError(
+            f"model '{metadata.get('model_id')}' does not serve mode "
+            f"'{mode}' (modes: {metadata.get('modes')})"
+        )
+
+
+def resolve_target(config: SessionConfig, metadata: dict[str, Any]) -> float | None:
+    if config.target_return is not None:
+        return config.target_return
+    stats = metadata.get("return_stats") or {}
+    if "return_min" in stats and "return_max" in stats:
+        lo, hi = float(stats["return_min"]), float(stats["return_max"])
+        return lo + config.target_fraction * (hi - lo)
+    return None
+
+
+def _to_episode(
+    result: EpisodeResult, task: str, model_id: str, control_hz: float, mode: str
+) -> Episode:
+    tel = result.telemetry.arrays()
+    meta = {
+        "task": task,
+        "source": "sim_control",
+        "policy_id": model_id,
+        "seed": result.seed,
+        "control_hz": control_hz,
+        "mode": mode,
+        "terminated": result.terminated,
+        "truncated": result.truncated,
+    }
+    return Episode(
+        result.states,
+        result.actions,
+        result.rewards,
+        result.physics,
+        tel["t_s"] - tel["t_s"][0],
+        meta,
+    )
+
+
+def run_session(config: SessionConfig, run_dir: Path, progress: bool = True) -> SessionResult:
+    """Run the episodes; raises a clear error for anything wrong before the loop starts."""
+    c = config
+    env = registry.make(c.task)
+    task = env.task
+    reference = None
+    if c.controller.mode == "inverse_dynamics":
+        if not c.reference:
+            raise MTMRobotError("inverse_dynamics tracks a reference: pass --reference EPISODE.npz")
+        try:
+            reference = ReferenceTrajectory.from_file(c.reference, c.reference_indexing)
+        except ValueError as exc:
+            raise MTMRobotError(f"bad reference file: {exc}") from exc
+    node: NodeProcess | None = None
+    start = time.perf_counter()
+    try:
+        if c.server:
+            endpoint = c.server
+            with NodeClient(endpoint, timeout_ms=2000) as probe:
+                try:
+                    metadata = probe.metadata(timeout_ms=2000)
+                except NodeTimeoutError as exc:
+                    raise MTMRobotError(f"no inference node answers at {endpoint}") from exc
+        else:
+            node = NodeProcess(c.checkpoint, run_dir / "node.log", c.node_args)
+            metadata = node.start(c.node_ready_timeout_s)
+            endpoint = node.endpoint
+        check_model_fits_task(
+            metadata, env.observation_dim, env.action_dim, c.controller.mode, task
+        )
+        if reference is not None and reference.dim != env.observation_dim:
+            raise MTMRobotError(
+                f"bad reference file {c.reference}: states have dim "
+                f"{reference.dim}, task '{task}' has {env.observation_dim}"
+            )
+        c.controller.target_return = resolve_target(c, metadata)
+        state_std = metadata.get("state_std")
+        results, summaries = [], []
+        first_index = 0
+        if c.record and Path(c.record).is_dir():  # append to an existing store
+            first_index = len(episode_paths(c.record))
+        with NodeClient(endpoint, timeout_ms=c.controller.lockstep_timeout_ms) as client:
+            controller = Controller(
+                env,
+                client,
+                c.controller,
+                reference,
+                state_scale=np.asarray(state_std) if state_std else None,
+            )
+            for i in range(c.episodes):
+                result = controller.run_episode(c.seed + i)
+                summary = result.summary()
+                summary["normalized_score"] = registry.normalized_score(task, result.episode_return)
+                results.append(result)
+                summaries.append(summary)
+                if progress:
+                    print(
+                        f"episode {i + 1}/{c.episodes}: return {result.episode_return:.1f} "
+                        f"(score {summary['normalized_score']:.1f}), "
+                        f"{summary['deadline_misses']} misses",
+                        flush=True,
+                    )
+                if c.record:
+                    episode = _to_episode(
+                        result,
+                        task,
+                        metadata.get("model_id", ""),
+                        controller.rate_hz,
+                        c.controller.mode,
+                    )
+                    save_episode(episode_file(c.record, first_index + i), episode)
+    finally:
+        if node is not None:
+            node.stop()
+        env.close()
+    return SessionResult(task, metadata, results, summaries, time.perf_counter() - start)

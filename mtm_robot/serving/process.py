@@ -1,0 +1,111 @@
+"""Running an inference node as a child process (what ``sim_control.py`` does by default).
+
+Imports no torch: the child process loads the model, the parent only talks ZeroMQ to it.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from mtm_robot.errors import MTMRobotError
+from mtm_robot.serving.client import NodeClient, NodeTimeoutError
+
+log = logging.getLogger(__name__)
+SERVE_SCRIPT = Path(__file__).resolve().parents[2] / "launch" / "serve.py"
+
+
+def free_loopback_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+class NodeProcess:
+    """``python launch/serve.py`` in a child process on a free loopback port."""
+
+    def __init__(
+        self,
+        checkpoint: str,
+        log_path: Path,
+        extra_args: list[str] | None = None,
+        port: int | None = None,
+    ) -> None:
+        self.checkpoint = checkpoint
+        self.port = port or free_loopback_port()
+        self.endpoint = f"tcp://127.0.0.1:{self.port}"
+        self.log_path = log_path
+        self.extra_args = list(extra_args or [])
+        self.process: subprocess.Popen[bytes] | None = None
+
+    def start(self, ready_timeout_s: float = 120.0) -> dict[str, object]:
+        """Start the node and wait until it is warm; returns its metadata."""
+        self.log_path.parent.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            sys.executable,
+            str(SERVE_SCRIPT),
+            "--checkpoint",
+            self.checkpoint,
+            "--bind",
+            self.endpoint,
+            *self.extra_args,
+        ]
+        handle = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        self.process = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env=env)
+        handle.close()
+        deadline = time.monotonic() + ready_timeout_s
+        with NodeClient(self.endpoint, timeout_ms=500) as client:
+            while time.monotonic() < deadline:
+                if self.process.poll() is not None:
+                    raise MTMRobotError(
+                        f"the inference node exited with code {self.process.returncode} before "
+                        f"it was ready; its log ({self.log_path}) ends with:\n{self.log_tail()}"
+                    )
+                try:
+                    if client.health(timeout_ms=500).get("ready"):
+                        return client.metadata(timeout_ms=2000)
+                except NodeTimeoutError:
+                    pass
+                time.sleep(0.1)
+        self.stop()
+        raise MTMRobotError(
+            f"the inference node was not ready within {ready_timeout_s:.0f} s; "
+            f"log tail:\n{self.log_tail()}"
+        )
+
+    def log_tail(self, lines: int = 15) -> str:
+        try:
+            return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-lines:])
+        except OSError:
+            return "(no log)"
+
+    def kill(self) -> None:
+        """SIGKILL: a crash, for fault tests."""
+        if self.process is not None and self.process.poll() is None:
+            self.process.kill()
+            self.process.wait()
+
+    def stop(self, timeout_s: float = 10.0) -> None:
+        """SIGTERM (graceful), then SIGKILL if it does not stop in time."""
+        if self.process is None or self.process.poll() is not None:
+            return
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            self.process.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            log.warning("node did not stop within %.0f s: killing it", timeout_s)
+            self.process.kill()
+            self.process.wait()
+
+    def __enter__(self) -> NodeProcess:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
