@@ -32,7 +32,8 @@ class ExpertPolicy:
         log_std_max: float,
         meta: dict[str, Any],
     ) -> None:
-        self.weights = [(w.astype(np.float64).T.copy(), b.astype(np.float64)) for w, b in weights]
+        # float32 like the torch actor it mirrors (and twice as fast as float64 at batch 1)
+        self.weights = [(w.astype(np.float32).T.copy(), b.astype(np.float32)) for w, b in weights]
         self.action_low = np.asarray(action_low, dtype=np.float64)
         self.action_high = np.asarray(action_high, dtype=np.float64)
         self.log_std_min, self.log_std_max = float(log_std_min), float(log_std_max)
@@ -73,7 +74,7 @@ class ExpertPolicy:
         )
 
     def distribution(self, obs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        x = np.asarray(obs, dtype=np.float64)
+        x = np.asarray(obs, dtype=np.float32)
         for i, (w, b) in enumerate(self.weights):
             x = x @ w + b
             if i < len(self.weights) - 1:
@@ -86,7 +87,7 @@ class ExpertPolicy:
 
     def act(self, obs: np.ndarray, rng: np.random.Generator | None = None) -> np.ndarray:
         """The mean action if ``rng`` is None, else a sample of the squashed Gaussian."""
-        mean, log_std = self.distribution(obs)
+        mean, log_std = (v.astype(np.float64) for v in self.distribution(obs))
         pre_tanh = mean if rng is None else mean + np.exp(log_std) * rng.standard_normal(mean.shape)
         scale = (self.action_high - self.action_low) / 2.0
         action = np.tanh(pre_tanh) * scale + (self.action_high + self.action_low) / 2.0
