@@ -195,6 +195,8 @@ class Controller:
         self.neutral = mid if neutral_action is None else np.asarray(neutral_action, np.float64)
         self.safe = self.neutral if safe_action is None else np.asarray(safe_action, np.float64)
         self.state_scale = state_scale
+        self.link_errors = 0  # requests that could not be sent (node unreachable)
+        self.error_replies = 0  # replies with an error status (expired, bad request, ...)
 
     def _fields(self, step: int, state: np.ndarray, hs: deque, ha: deque) -> dict[str, Any]:
         c = self.config
@@ -208,6 +210,28 @@ class Controller:
             assert self.reference is not None
             fields["future_states"] = self.reference.desired(step, state, c.future_states)
         return fields
+
+    def _request(
+        self, state: np.ndarray, timeout_ms: float, fields: dict[str, Any]
+    ) -> Reply | None:
+        """Send and wait up to ``timeout_ms``; a failure of the link is a miss, never a crash."""
+        give_up = time.perf_counter() + timeout_ms / 1e3
+        while True:
+            try:
+                rid = self.policy.submit(self.config.mode, state, deadline_ms=timeout_ms, **fields)
+                break
+            except (OSError, TimeoutError) as exc:  # node away: the send cannot be queued
+                if self.config.realtime or time.perf_counter() > give_up:
+                    self.link_errors += 1
+                    log.debug("request not sent: %s", exc)
+                    return None
+                time.sleep(0.005)  # lockstep waits for the link (connecting, node restarting)
+        reply = self.policy.poll(rid, timeout_ms=timeout_ms)
+        if reply is None:
+            self.policy.abandon(rid)
+        elif not reply.ok:
+            self.error_replies += 1
+        return reply
 
     def run_episode(self, seed: int) -> EpisodeResult:
         c = self.config
@@ -242,8 +266,7 @@ class Controller:
                 c.lockstep_timeout_ms if not c.realtime else max(0.0, (budget_end - sent) * 1e3)
             )
             fields = self._fields(step, state, hs, ha)
-            rid = self.policy.submit(c.mode, state, deadline_ms=timeout_ms, **fields)
-            reply = self.policy.poll(rid, timeout_ms=timeout_ms)
+            reply = self._request(state, timeout_ms, fields)
             latency = float("nan")
             model_id = ""
             predicted_next = None
@@ -255,8 +278,6 @@ class Controller:
                 if len(reply.next_states):
                     predicted_next = np.asarray(reply.next_states[0], np.float64)
             else:
-                if reply is None:
-                    self.policy.abandon(rid)
                 requested, level = ladder.on_miss(last_applied)
             applied = safety.apply(requested, last_applied, self.neutral)
             states.append(state)

@@ -148,6 +148,7 @@ def run_session(config: SessionConfig, run_dir: Path, progress: bool = True) -> 
         if c.record and Path(c.record).is_dir():  # append to an existing store
             first_index = len(episode_paths(c.record))
         with NodeClient(endpoint, timeout_ms=c.controller.lockstep_timeout_ms) as client:
+            client.wait_ready(timeout_s=c.node_ready_timeout_s)  # connected and warm
             controller = Controller(
                 env,
                 client,

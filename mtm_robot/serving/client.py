@@ -165,6 +165,9 @@ class NodeClient:
         socket.linger = 0
         socket.rcvhwm = 0
         socket.sndhwm = 0
+        # queue only on live connections: while the node is down a send fails at once instead
+        # of piling up stale requests that a restarted node would then run
+        socket.setsockopt(zmq.IMMEDIATE, 1)
         socket.setsockopt(zmq.RECONNECT_IVL, 50)
         socket.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
         if self.curve is not None:
