@@ -54,6 +54,7 @@ class SimEnv(abc.ABC):
         self._closed = False
         self._needs_reset = True
         self._step_count = 0
+        self._renderers: dict[tuple[int, int], mujoco.Renderer] = {}
 
     # -- the contract ------------------------------------------------------------------
     def reset(self, seed: int | None = None) -> tuple[np.ndarray, dict[str, Any]]:
@@ -119,12 +120,9 @@ class SimEnv(abc.ABC):
         self._check_open()
         model, data = self._mj()
         key = (width, height)
-        renderers: dict[tuple[int, int], mujoco.Renderer] = self.__dict__.setdefault(
-            "_renderers", {}
-        )
-        if key not in renderers:
-            renderers[key] = mujoco.Renderer(model, height=height, width=width)
-        renderer = renderers[key]
+        if key not in self._renderers:
+            self._renderers[key] = mujoco.Renderer(model, height=height, width=width)
+        renderer = self._renderers[key]
         cam = self._default_camera() if camera == -1 else camera
         renderer.update_scene(data, camera=cam)
         return renderer.render()
@@ -134,8 +132,9 @@ class SimEnv(abc.ABC):
         if self._closed:
             return
         self._closed = True
-        for renderer in self.__dict__.pop("_renderers", {}).values():
+        for renderer in self._renderers.values():
             renderer.close()
+        self._renderers.clear()
         self._close()
 
     def __enter__(self) -> SimEnv:
