@@ -222,6 +222,7 @@ def concurrent_throughput(endpoint: str, clients: int, duration_s: float) -> dic
     state = rng.normal(size=24).astype(np.float32)
     pool = [NodeClient(endpoint, timeout_ms=10_000, context=context) for _ in range(clients)]
     pool[0].wait_ready(120)
+    assert all(client.wait_connected(10) for client in pool)
     before = pool[0].stats()["batch"]
     poller = zmq.Poller()
     by_socket = {}

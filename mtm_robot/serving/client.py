@@ -195,21 +195,39 @@ class NodeClient:
         self.close()
 
     # -- submit / poll ----------------------------------------------------------------------------
-    def send(self, header: dict[str, Any], arrays: dict[str, np.ndarray] | None = None) -> int:
-        """Send any request (``type`` in ``header``); returns its id. Never blocks."""
+    def connected(self, wait_ms: float = 0.0) -> bool:
+        """Whether a request can be sent now (a live connection), waiting up to ``wait_ms``."""
+        return bool(self._socket.poll(int(wait_ms + 0.999), zmq.POLLOUT))
+
+    def wait_connected(self, timeout_s: float = 5.0) -> bool:
+        return self.connected(timeout_s * 1e3)
+
+    def send(
+        self,
+        header: dict[str, Any],
+        arrays: dict[str, np.ndarray] | None = None,
+        wait_ms: float = 0.0,
+    ) -> int:
+        """Send any request (``type`` in ``header``); returns its id.
+
+        Requests are only queued on a live connection (``IMMEDIATE``): without one this waits
+        up to ``wait_ms`` (default: not at all) and then raises :class:`NodeTimeoutError`.
+        """
         rid = next(self._ids)
         frames = wire.encode({**header, "id": rid}, arrays)
+        if wait_ms > 0 and not self.connected(wait_ms):
+            raise NodeTimeoutError(f"no connection to {self.endpoint} within {wait_ms:g} ms")
         try:
             self._socket.send_multipart([b"", *frames], zmq.NOBLOCK)
         except zmq.Again as exc:
-            raise NodeTimeoutError(f"cannot queue a request to {self.endpoint}") from exc
+            raise NodeTimeoutError(f"no connection to {self.endpoint}: request not sent") from exc
         self._pending.add(rid)
         return rid
 
-    def submit(self, mode: str, state: np.ndarray, **fields: Any) -> int:
+    def submit(self, mode: str, state: np.ndarray, wait_ms: float = 0.0, **fields: Any) -> int:
         """Send an ``act`` request without waiting; see :func:`act_request` for ``fields``."""
         header, arrays = act_request(mode, state, **fields)
-        return self.send(header, arrays)
+        return self.send(header, arrays, wait_ms)
 
     def poll(self, request_id: int, timeout_ms: float = 0.0) -> Reply | None:
         """The reply to ``request_id`` if it arrives within ``timeout_ms``, else None."""
@@ -264,10 +282,15 @@ class NodeClient:
         arrays: dict[str, np.ndarray] | None = None,
         timeout_ms: float | None = None,
     ) -> Reply:
-        """Send and wait. On timeout: reconnect, then raise :class:`NodeTimeoutError`."""
+        """Send and wait up to ``timeout_ms`` in all (connecting included).
+
+        On timeout: reconnect (so a late reply can never arrive), then raise
+        :class:`NodeTimeoutError`.
+        """
         timeout = self.timeout_ms if timeout_ms is None else timeout_ms
-        rid = self.send(header, arrays)
-        reply = self.poll(rid, timeout)
+        start = time.monotonic()
+        rid = self.send(header, arrays, wait_ms=timeout)  # waits for a connection if needed
+        reply = self.poll(rid, max(0.0, timeout - (time.monotonic() - start) * 1e3))
         if reply is None:
             self.reconnect()
             raise NodeTimeoutError(f"no reply from {self.endpoint} within {timeout:g} ms")

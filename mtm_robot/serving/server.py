@@ -426,6 +426,12 @@ class InferenceNode:
 
     # -- shutdown -----------------------------------------------------------------------------
     def _shutdown(self) -> None:
+        if self._router is not None:  # answer what already arrived, then finish the queue
+            for _ in range(self.config.max_queue):
+                try:
+                    self._handle(self._router.recv_multipart(zmq.NOBLOCK))
+                except zmq.Again:
+                    break
         log.info("shutting down: finishing %d queued requests", self._batcher.depth)
         self._batcher.stop()
         if self._push is not None:

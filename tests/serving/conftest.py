@@ -126,6 +126,7 @@ def connect(zmq_context: zmq.Context) -> Iterator[Callable[..., NodeClient]]:
     def make(endpoint: str, timeout_ms: float = 3000, **kwargs: object) -> NodeClient:
         client = NodeClient(endpoint, timeout_ms=timeout_ms, context=zmq_context, **kwargs)  # type: ignore[arg-type]
         clients.append(client)
+        client.wait_connected(5)
         return client
 
     yield make

@@ -38,12 +38,23 @@ def test_timeout_raises_and_reconnects(zmq_context):
     silent.linger = 0
     port = silent.bind_to_random_port("tcp://127.0.0.1")
     client = NodeClient(f"tcp://127.0.0.1:{port}", timeout_ms=50, context=zmq_context)
+    assert client.wait_connected(5)
     with pytest.raises(NodeTimeoutError):
         client.act("behavior_cloning", np.zeros(5, np.float32))
     assert client.reconnects == 1 and client.outstanding == 0
     assert silent.poll(1000)  # the request did reach the node
     client.close()
     silent.close()
+
+
+def test_sends_fail_at_once_without_a_connection_and_blocking_calls_wait_for_one(zmq_context):
+    client = NodeClient("tcp://127.0.0.1:9", timeout_ms=30, context=zmq_context)  # nobody there
+    with pytest.raises(NodeTimeoutError, match="not sent"):
+        client.submit("behavior_cloning", np.zeros(5, np.float32))
+    with pytest.raises(NodeTimeoutError, match="no connection"):
+        client.act("behavior_cloning", np.zeros(5, np.float32))
+    assert client.outstanding == 0
+    client.close()
 
 
 def test_late_reply_is_dropped_never_taken_for_the_current_one(start_node, connect, checkpoint_a):
@@ -82,7 +93,7 @@ def test_client_survives_the_node_being_killed_and_restarted(start_node, zmq_con
     assert second.endpoint == endpoint
     client.wait_ready(timeout_s=10)
     assert client.act("behavior_cloning", state).ok
-    assert client.reconnects >= 1 and client.bad_replies == 0
+    assert client.bad_replies == 0 and client.late_replies == 0
     client.close()
 
 

@@ -44,6 +44,7 @@ def test_serve_script_answers_then_stops_gracefully_on_sigterm(checkpoint_a):
         with NodeClient(endpoint, timeout_ms=5000) as client:
             client.wait_ready(30)
             rids = [client.submit("behavior_cloning", np.zeros(5, np.float32)) for _ in range(20)]
+            assert client.stats()["counters"]["requests"] >= 20  # all 20 reached the node
             process.send_signal(signal.SIGTERM)
             replies = [client.poll(rid, 5000) for rid in rids]
         assert all(r is not None and r.ok for r in replies)  # queued work finished first
