@@ -395,3 +395,33 @@ def test_non_loopback_bind_needs_curve_keys_or_insecure():
     assert ServeConfig(bind="tcp://10.1.2.3:5555", curve_secret_key="s", curve_allowed_clients="d")
     with pytest.raises(ConfigError, match="go together"):
         ServeConfig(curve_secret_key="s")
+
+
+def test_a_raw_client_written_from_the_protocol_page_works(start_node, zmq_context, checkpoint_a):
+    import json
+
+    node = start_node()
+    sock = _raw_dealer(zmq_context, node.endpoint)
+    state = np.arange(5, dtype="<f4")
+    header = {
+        "v": 1,
+        "id": "tick-1",
+        "type": "act",
+        "mode": "return_conditioned",
+        "return_target": 2.0,
+        "deadline_ms": 5000,
+        "arrays": [{"name": "state", "dtype": "float32", "shape": [5]}],
+    }
+    sock.send_multipart([b"", json.dumps(header).encode(), state.tobytes()])
+    empty, head, *frames = sock.recv_multipart()
+    reply = json.loads(head)
+    assert empty == b"" and reply["id"] == "tick-1" and reply["status"] == "ok"
+    arrays = {
+        d["name"]: np.frombuffer(f, "<f4").reshape(d["shape"])
+        for d, f in zip(reply["arrays"], frames)
+    }
+    expected = direct_predictor(checkpoint_a).predict(
+        mode="return_conditioned", state=state, return_target=2.0
+    )
+    np.testing.assert_allclose(arrays["action"], expected.action, atol=1e-5)
+    assert arrays["action_chunk"].shape == (4, 2) and arrays["next_states"].shape == (3, 5)
