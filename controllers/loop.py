@@ -132,12 +132,13 @@ class EpisodeResult:
     rewards: np.ndarray
     physics: np.ndarray
     telemetry: TickLog
+    nominal_period_s: float
 
     def summary(self) -> dict[str, Any]:
         tel = self.telemetry.arrays()
         latency = tel["latency_s"][np.isfinite(tel["latency_s"])]
         period = tel["period_s"][1:]
-        jitter = np.abs(period - np.median(period)) if len(period) else np.zeros(0)
+        jitter = np.abs(period - self.nominal_period_s)  # deviation from the nominal period
         surprise = tel["surprise"][np.isfinite(tel["surprise"])]
         levels = tel["level"]
         return {
@@ -318,4 +319,5 @@ class Controller:
             np.asarray(rewards),
             np.asarray(physics),
             log_,
+            period,
         )

@@ -17,6 +17,7 @@ import numpy as np
 
 from controllers.loop import Controller, ControllerConfig, EpisodeResult
 from controllers.reference import ReferenceTrajectory
+from controllers.timing import set_realtime_priority
 from mtm_robot.data.episodes import Episode, episode_file, episode_paths, save_episode
 from mtm_robot.errors import MTMRobotError, SpecMismatchError
 from mtm_robot.serving.client import NodeClient, NodeTimeoutError
@@ -42,6 +43,7 @@ class SessionConfig:
     record: str = ""  # episode-store directory for the recorded episodes
     node_args: list[str] = field(default_factory=list)  # extra launch/serve.py arguments
     node_ready_timeout_s: float = 180.0
+    rt_priority: int = 0  # >0: SCHED_FIFO priority for the loop and the node (needs root)
     controller: ControllerConfig = field(default_factory=ControllerConfig)
 
 
@@ -130,7 +132,9 @@ def run_session(config: SessionConfig, run_dir: Path, progress: bool = True) -> 
                 except NodeTimeoutError as exc:
                     raise MTMRobotError(f"no inference node answers at {endpoint}") from exc
         else:
-            node = NodeProcess(c.checkpoint, run_dir / "node.log", c.node_args)
+            node = NodeProcess(
+                c.checkpoint, run_dir / "node.log", c.node_args, rt_priority=c.rt_priority
+            )
             metadata = node.start(c.node_ready_timeout_s)
             endpoint = node.endpoint
         check_model_fits_task(
@@ -142,6 +146,11 @@ def run_session(config: SessionConfig, run_dir: Path, progress: bool = True) -> 
                 f"{reference.dim}, task '{task}' has {env.observation_dim}"
             )
         c.controller.target_return = resolve_target(c, metadata)
+        if c.rt_priority and c.controller.realtime and not set_realtime_priority(c.rt_priority):
+            log.warning(
+                "realtime priority %d not permitted: the loop runs at normal priority",
+                c.rt_priority,
+            )
         state_std = metadata.get("state_std")
         results, summaries = [], []
         first_index = 0

@@ -8,6 +8,7 @@ is injectable, so tests run a loop on simulated time without sleeping.
 from __future__ import annotations
 
 import math
+import os
 import time
 from dataclasses import dataclass
 from typing import Protocol
@@ -107,3 +108,21 @@ class LoopTimer:
         if self._start is None:
             return self.clock.now()
         return self._start + self._next_index * self.period_s
+
+
+def set_realtime_priority(priority: int, pid: int = 0) -> bool:
+    """Put process ``pid`` (0: this one) under SCHED_FIFO at ``priority`` (1-99).
+
+    Keeps a loop on time when the machine is busy. Needs root or CAP_SYS_NICE; returns False
+    (and changes nothing) where the OS does not allow it. The kernel's RT throttling still
+    reserves a share of each second for other processes.
+    """
+    if priority <= 0:
+        return False
+    if not hasattr(os, "sched_setscheduler"):
+        return False
+    try:
+        os.sched_setscheduler(pid, os.SCHED_FIFO, os.sched_param(priority))
+    except (PermissionError, OSError):
+        return False
+    return True

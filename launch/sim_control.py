@@ -59,6 +59,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--lockstep", action="store_true", help="wait for every reply: deterministic evaluation"
     )
     p.add_argument("--control-hz", type=float, help="loop rate (default: the task's rate)")
+    p.add_argument(
+        "--rt-priority",
+        type=int,
+        help="SCHED_FIFO priority (1-99) for the loop and the node (needs root)",
+    )
     p.add_argument("--record", help="write the episodes to this episode-store directory")
     p.add_argument("--video", type=Path, help="render the first episode to this .mp4/.gif")
     p.add_argument("--out", type=Path, help="run directory (default runs/sim_control/<time>)")
@@ -86,6 +91,7 @@ def build_config(args: argparse.Namespace) -> SessionConfig:
         "controller.mode": args.mode,
         "controller.control_hz": args.control_hz,
         "controller.realtime": False if args.lockstep else None,
+        "rt_priority": args.rt_priority,
     }
     overrides = [f"{k}={v}" for k, v in flags.items() if v is not None]
     return load_config(SessionConfig, args.config, overrides + list(args.set))

@@ -36,6 +36,7 @@ class NodeProcess:
         log_path: Path,
         extra_args: list[str] | None = None,
         port: int | None = None,
+        rt_priority: int = 0,
     ) -> None:
         self.checkpoint = checkpoint
         self.port = port or free_loopback_port()
@@ -43,6 +44,7 @@ class NodeProcess:
         self.log_path = log_path
         self.extra_args = list(extra_args or [])
         self.process: subprocess.Popen[bytes] | None = None
+        self.rt_priority = rt_priority  # SCHED_FIFO priority of the node (0: normal)
 
     def start(self, ready_timeout_s: float = 120.0) -> dict[str, object]:
         """Start the node and wait until it is warm; returns its metadata."""
@@ -59,6 +61,13 @@ class NodeProcess:
         handle = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         self.process = subprocess.Popen(cmd, stdout=handle, stderr=subprocess.STDOUT, env=env)
+        if self.rt_priority > 0:
+            try:
+                os.sched_setscheduler(
+                    self.process.pid, os.SCHED_FIFO, os.sched_param(self.rt_priority)
+                )
+            except OSError as exc:
+                log.warning("could not give the node realtime priority: %s", exc)
         handle.close()
         deadline = time.monotonic() + ready_timeout_s
         with NodeClient(self.endpoint, timeout_ms=500) as client:
