@@ -56,7 +56,7 @@ def run_ticks(
     endpoint: str, rate_hz: float, ticks: int, seed: int = 50_000_000
 ) -> list[EpisodeResult]:
     env = registry.make("walker")
-    results = []
+    results: list[EpisodeResult] = []
     try:
         with NodeClient(endpoint) as client:
             client.wait_ready()
@@ -157,7 +157,7 @@ Hardware: {hardware()}.
 p99 {s["jitter_p99"]:.3f} ms; request latency p50 {s["latency_p50"]:.2f} ms,
 p99 {s["latency_p99"]:.2f} ms.
 
-Highest rate with zero misses over {args.sweep_ticks} ticks (rates tried: {", ".join(map(str, RATES))} Hz;
+Highest rate with zero misses over {args.sweep_ticks} ticks (rates tried: {rates} Hz;
 the sweep stops at the first rate with a miss):
 
 | policy | highest rate, zero misses | latency p50 / p99 at that rate (ms) | jitter p99 (ms) |
