@@ -109,14 +109,39 @@ def eager_reference_forward(checkpoint: Path, n: int) -> Summary:
         return _time(lambda: model(inputs, mask), n)
 
 
+def backend_config(backend: str, **fields: Any) -> Any:
+    """``torch``, ``onnx`` or ``onnx-int8`` -> BackendConfig."""
+    from mtm_robot.serving.backends import BackendConfig
+
+    name, _, quantize = backend.partition("-")
+    return BackendConfig(backend=name, quantize=quantize or "none", **fields)
+
+
 def direct_predict(checkpoint: Path, backend: str, n: int) -> Summary:
     from mtm_robot.inference import Context
-    from mtm_robot.serving.backends import BackendConfig, load_engine
+    from mtm_robot.serving.backends import load_engine
 
-    engine = load_engine(checkpoint, BackendConfig(backend=backend, max_batch=1))
+    engine = load_engine(checkpoint, backend_config(backend, max_batch=1))
     fields = request_fields(np.random.default_rng(1))
     context = Context("return_conditioned", np.zeros(24, np.float32), **fields)
     return _time(lambda: engine.predictor.predict(context), n)
+
+
+def int8_deviation(checkpoint: Path) -> tuple[float, float]:
+    """(max |int8 - float32| over predicted actions, RMS of the float32 actions): 64 contexts."""
+    from mtm_robot.inference import Context
+    from mtm_robot.serving.backends import load_engine
+
+    exact = load_engine(checkpoint, backend_config("torch", max_batch=64), warm=False)
+    int8 = load_engine(checkpoint, backend_config("onnx-int8", max_batch=64), warm=False)
+    rng = np.random.default_rng(4)
+    contexts = [
+        Context("return_conditioned", rng.normal(size=24).astype(np.float32), **request_fields(rng))
+        for _ in range(64)
+    ]
+    a = np.stack([p.action_chunk for p in exact.predictor.predict_batch(contexts)])
+    b = np.stack([p.action_chunk for p in int8.predictor.predict_batch(contexts)])
+    return float(np.abs(a - b).max()), float(np.sqrt((a**2).mean()))
 
 
 def _echo_server(port_queue: Any) -> None:
@@ -167,14 +192,13 @@ def _node_process(
 ) -> None:
     import logging
 
-    from mtm_robot.serving.backends import BackendConfig
     from mtm_robot.serving.server import InferenceNode, ServeConfig
 
     logging.basicConfig(level=logging.WARNING)
     config = ServeConfig(
         checkpoint=checkpoint,
         bind="tcp://127.0.0.1:*",
-        backend=BackendConfig(backend=backend, max_batch=max_batch, threads=1),
+        backend=backend_config(backend, max_batch=max_batch, threads=1),
         max_wait_us=max_wait_us,
     )
     node = InferenceNode(config)
@@ -307,7 +331,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="fewer samples (smoke run)")
     parser.add_argument("--clients", default="1,8,32", help="concurrent client counts")
     parser.add_argument("--duration-s", type=float, default=3.0, help="per throughput point")
-    parser.add_argument("--backends", default="torch,onnx")
+    parser.add_argument(
+        "--backends", default="torch,onnx,onnx-int8", help="onnx-int8: int8 weights"
+    )
     parser.add_argument("--models", default="paper,default")
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--max-wait-us", type=int, default=0)
@@ -331,6 +357,9 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
         print(f"  DEALER-ROUTER echo: p50 {echo.p50_ms:.3f} ms p99 {echo.p99_ms:.3f} ms")
+        deviations = {}
+        if "onnx-int8" in args.backends.split(","):
+            deviations = {m: int8_deviation(checkpoints[m]) for m in args.models.split(",")}
         rows = []
         throughput_rows = []
         for model in args.models.split(","):
@@ -405,6 +434,13 @@ def main(argv: list[str] | None = None) -> int:
             f"| {model} | {backend} | {direct.p50_ms:.3f} / {direct.p99_ms:.3f} "
             f"| {latency.p50_ms:.3f} / {latency.p99_ms:.3f} "
             f"| {latency.p50_ms / reference.p50_ms:.2f} | {stage_text} |"
+        )
+    for model, (worst, rms) in deviations.items():
+        lines.append(
+            f"\n`onnx-int8` ({model}): dynamic int8 weights are approximate: predicted actions "
+            f"differ from float32 by up to {worst:.3g} (RMS of the actions {rms:.3g}) on 64 "
+            "random contexts of this random-weight model; check a trained model with "
+            "`launch/export_onnx.py --int8` before serving it."
         )
     lines += [
         "",
