@@ -6,7 +6,8 @@ round-robin (``zmq.proxy``). Requests are stateless, so any node can answer any 
 routing envelope (client identity, broker identity) travels in front of the ``b""`` delimiter
 and brings each reply back to its client. Note: ZeroMQ's round-robin does not skip a node that
 is alive but slow, and requests queued for a node that dies are lost (the client times out,
-reconnects and retries).
+reconnects and retries). Off loopback, the frontend needs CurveZMQ (the same allow-list
+scheme as a node) or an explicit ``insecure``.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import Sequence
 import zmq
 
 from mtm_robot.errors import ConfigError
-from mtm_robot.serving.security import is_loopback
+from mtm_robot.serving.security import CurveClient, CurveServer, is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -35,14 +36,21 @@ class Broker:
         nodes: Sequence[str],
         context: zmq.Context | None = None,
         insecure: bool = False,
+        curve: CurveServer | None = None,
+        node_curve: CurveClient | None = None,
     ) -> None:
+        """``curve``: CurveZMQ on the frontend (clients); ``node_curve``: the broker's own key
+        pair and the nodes' public key, for nodes that run CurveZMQ."""
         if not nodes:
             raise ConfigError("a broker needs at least one node endpoint")
-        if not is_loopback(frontend) and not insecure:
+        if not is_loopback(frontend) and curve is None and not insecure:
             raise ConfigError(
-                f"broker frontend {frontend} is not loopback; it carries no CurveZMQ, so pass "
-                "insecure=True (--insecure) explicitly or bind loopback"
+                f"broker frontend {frontend} is not loopback: pass CurveZMQ keys or "
+                "insecure=True (--insecure) explicitly"
             )
+        self.curve = curve
+        self.node_curve = node_curve
+        self._auth: object = None
         self._own_context = context is None
         self.context = context or zmq.Context()
         self.frontend_address = frontend
@@ -71,6 +79,10 @@ class Broker:
         for socket in (frontend, backend, control):
             socket.linger = 0
         frontend.sndhwm = frontend.rcvhwm = backend.sndhwm = backend.rcvhwm = 100_000
+        if self.curve is not None:
+            self._auth = self.curve.apply(self.context, frontend)
+        if self.node_curve is not None:
+            self.node_curve.apply(backend)
         frontend.bind(self.frontend_address)
         self.endpoint = frontend.getsockopt_string(zmq.LAST_ENDPOINT)
         for node in self.nodes:
@@ -93,5 +105,7 @@ class Broker:
         self._thread.join(timeout_s)
         self._control.close(linger=0)
         self._thread = None
+        if self._auth is not None:
+            self._auth.stop()  # type: ignore[attr-defined]
         if self._own_context:
             self.context.term()

@@ -75,7 +75,11 @@ class CurveServer:
     allowed_clients_dir: str
 
     def apply(self, context: zmq.Context, socket: zmq.Socket) -> ThreadAuthenticator:
-        """Make ``socket`` a CURVE server; returns the started authenticator (stop it)."""
+        """Make ``socket`` a CURVE server; returns the started authenticator (stop it).
+
+        ZeroMQ allows one authenticator per context: give every CURVE server socket in a
+        process (a node, a broker frontend) its own context.
+        """
         allowed = Path(self.allowed_clients_dir)
         if not allowed.is_dir() or not list(allowed.glob("*.key")):
             raise ConfigError(f"curve allow-list {allowed} has no client public keys (*.key)")

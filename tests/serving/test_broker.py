@@ -52,3 +52,46 @@ def test_broker_frontend_must_be_loopback_unless_insecure():
         Broker("tcp://0.0.0.0:5000", ["tcp://127.0.0.1:5001"])
     with pytest.raises(ConfigError, match="at least one node"):
         Broker(LOOPBACK, [])
+
+
+def test_curve_end_to_end_through_a_broker(start_node, zmq_context, tmp_path):
+    from mtm_robot.serving.client import NodeClient, NodeTimeoutError
+    from mtm_robot.serving.security import CurveClient, CurveServer, generate_keypair
+
+    _, node_secret = generate_keypair(tmp_path / "node", "node")
+    broker_public, broker_secret = generate_keypair(tmp_path / "broker-as-client", "broker")
+    _, front_secret = generate_keypair(tmp_path / "front", "front")
+    robot_public, robot_secret = generate_keypair(tmp_path / "robots", "robot")
+    _, stranger_secret = generate_keypair(tmp_path / "strangers", "stranger")
+    node = start_node(
+        curve_secret_key=str(node_secret), curve_allowed_clients=str(broker_public.parent)
+    )
+    broker = Broker(  # its own ZeroMQ context: one ZAP authenticator per context
+        LOOPBACK,
+        [node.endpoint],
+        curve=CurveServer(str(front_secret), str(robot_public.parent)),
+        node_curve=CurveClient(str(broker_secret), str(tmp_path / "node" / "node.key")),
+    )
+    endpoint = broker.start()
+    try:
+        front_public = str(tmp_path / "front" / "front.key")
+        state = np.zeros(5, np.float32)
+        robot = NodeClient(
+            endpoint,
+            timeout_ms=2000,
+            context=zmq_context,
+            curve=CurveClient(str(robot_secret), front_public),
+        )
+        assert robot.act("behavior_cloning", state).model_id == "tiny-a"
+        stranger = NodeClient(
+            endpoint,
+            timeout_ms=300,
+            context=zmq_context,
+            curve=CurveClient(str(stranger_secret), front_public),
+        )
+        with pytest.raises(NodeTimeoutError):
+            stranger.act("behavior_cloning", state)
+        robot.close()
+        stranger.close()
+    finally:
+        broker.stop()
