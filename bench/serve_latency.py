@@ -95,18 +95,26 @@ def request_fields(rng: np.random.Generator) -> dict[str, Any]:
 
 
 # -- baselines ------------------------------------------------------------------------------------
-def eager_reference_forward(checkpoint: Path, n: int) -> Summary:
+def eager_reference_forward(checkpoint: Path, n: int, device: str = "cpu") -> Summary:
     import torch
 
     from mtm_robot.model import masks
     from mtm_robot.training.checkpoint import load_checkpoint
 
-    model = load_checkpoint(checkpoint).model
+    model = load_checkpoint(checkpoint).model.to(device)
     names = list(SPEC_DIMS)
-    mask = {k: torch.from_numpy(v) for k, v in masks.return_conditioned(names, 4, 3).items()}
-    inputs = {k: torch.randn(1, 4, d) for k, d in SPEC_DIMS.items()}
+    mask = {
+        k: torch.from_numpy(v).to(device) for k, v in masks.return_conditioned(names, 4, 3).items()
+    }
+    inputs = {k: torch.randn(1, 4, d, device=device) for k, d in SPEC_DIMS.items()}
+
+    def forward() -> None:
+        model(inputs, mask)
+        if device == "cuda":
+            torch.cuda.synchronize()
+
     with torch.no_grad():
-        return _time(lambda: model(inputs, mask), n)
+        return _time(forward, n)
 
 
 def backend_config(backend: str, **fields: Any) -> Any:
@@ -117,11 +125,11 @@ def backend_config(backend: str, **fields: Any) -> Any:
     return BackendConfig(backend=name, quantize=quantize or "none", **fields)
 
 
-def direct_predict(checkpoint: Path, backend: str, n: int) -> Summary:
+def direct_predict(checkpoint: Path, backend: str, n: int, device: str = "cpu") -> Summary:
     from mtm_robot.inference import Context
     from mtm_robot.serving.backends import load_engine
 
-    engine = load_engine(checkpoint, backend_config(backend, max_batch=1))
+    engine = load_engine(checkpoint, backend_config(backend, max_batch=1, device=device))
     fields = request_fields(np.random.default_rng(1))
     context = Context("return_conditioned", np.zeros(24, np.float32), **fields)
     return _time(lambda: engine.predictor.predict(context), n)
@@ -188,7 +196,7 @@ def echo_round_trip(n: int) -> Summary:
 
 # -- the node -------------------------------------------------------------------------------------
 def _node_process(
-    checkpoint: str, backend: str, max_batch: int, max_wait_us: int, queue: Any
+    checkpoint: str, backend: str, max_batch: int, max_wait_us: int, device: str, queue: Any
 ) -> None:
     import logging
 
@@ -198,7 +206,7 @@ def _node_process(
     config = ServeConfig(
         checkpoint=checkpoint,
         bind="tcp://127.0.0.1:*",
-        backend=backend_config(backend, max_batch=max_batch, threads=1),
+        backend=backend_config(backend, max_batch=max_batch, threads=1, device=device),
         max_wait_us=max_wait_us,
     )
     node = InferenceNode(config)
@@ -209,12 +217,14 @@ def _node_process(
     node.serve_forever()
 
 
-def start_node(checkpoint: Path, backend: str, max_batch: int, max_wait_us: int) -> tuple[Any, str]:
+def start_node(
+    checkpoint: Path, backend: str, max_batch: int, max_wait_us: int, device: str = "cpu"
+) -> tuple[Any, str]:
     spawn = mp.get_context("spawn")
     queue = spawn.Queue()
     process = spawn.Process(
         target=_node_process,
-        args=(str(checkpoint), backend, max_batch, max_wait_us, queue),
+        args=(str(checkpoint), backend, max_batch, max_wait_us, device, queue),
         daemon=True,
     )
     process.start()
@@ -298,7 +308,7 @@ def concurrent_throughput(endpoint: str, clients: int, duration_s: float) -> dic
 
 
 # -- report ---------------------------------------------------------------------------------------
-def hardware() -> str:
+def hardware(device: str = "cpu") -> str:
     try:
         lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
     except OSError:
@@ -308,7 +318,12 @@ def hardware() -> str:
     )
     model = fields.get("Model name", platform.processor()).strip()
     cpus = fields.get("CPU(s)", str(os.cpu_count())).strip()
-    return f"{model}, {cpus} CPUs ({platform.machine()}, {platform.system()} {platform.release()})"
+    text = f"{model}, {cpus} CPUs ({platform.machine()}, {platform.system()} {platform.release()})"
+    if device == "cuda":
+        import torch
+
+        return f"{text}; GPU {torch.cuda.get_device_name()}"
+    return f"{text}; no GPU used"
 
 
 def versions() -> str:
@@ -337,6 +352,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--models", default="paper,default")
     parser.add_argument("--max-batch", type=int, default=32)
     parser.add_argument("--max-wait-us", type=int, default=0)
+    parser.add_argument(
+        "--device",
+        choices=("cpu", "cuda"),
+        default="cpu",
+        help="cuda: node and baselines on the GPU (e.g. --clients 1,32,256 --max-batch 256)",
+    )
     args = parser.parse_args(argv)
     n_fast, n_slow = (200, 100) if args.quick else (2000, 500)
     duration = 1.0 if args.quick else args.duration_s
@@ -349,7 +370,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="mtm-bench-") as tmp:
         checkpoints = make_checkpoints(Path(tmp))
         print("baselines ...", flush=True)
-        reference = eager_reference_forward(checkpoints["paper"], n_slow)
+        reference = eager_reference_forward(checkpoints["paper"], n_slow, args.device)
         echo = echo_round_trip(n_fast)
         print(
             f"  eager reference forward (paper, batch 1): p50 {reference.p50_ms:.3f} ms "
@@ -365,9 +386,9 @@ def main(argv: list[str] | None = None) -> int:
         for model in args.models.split(","):
             n = n_slow if model == "paper" else n_fast
             for backend in args.backends.split(","):
-                direct = direct_predict(checkpoints[model], backend, n)
+                direct = direct_predict(checkpoints[model], backend, n, args.device)
                 process, endpoint = start_node(
-                    checkpoints[model], backend, args.max_batch, args.max_wait_us
+                    checkpoints[model], backend, args.max_batch, args.max_wait_us, args.device
                 )
                 try:
                     latency, stats = single_client_latency(endpoint, n)
@@ -398,11 +419,12 @@ def main(argv: list[str] | None = None) -> int:
         f"Measured by `python bench/serve_latency.py{' --quick' if args.quick else ''}` on "
         f"{time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}.",
         "",
-        f"- Hardware: {hardware()}; no GPU. Shared machine: load average "
+        f"- Hardware: {hardware(args.device)}. Shared machine: load average "
         f"{load_before[0]:.2f} before, {load_after[0]:.2f} after (other jobs were running, "
         "so p99 figures include their interference).",
         f"- Software: {versions()}.",
-        "- Node in a second process, torch and ONNX Runtime with 1 intra-op thread, "
+        f"- Device {args.device}. Node in a second process, torch and ONNX Runtime with 1 "
+        "intra-op thread, "
         f"max batch {args.max_batch}, max wait {args.max_wait_us} us; clients in this process.",
         "- Request: `return_conditioned`, 3 steps of history, 24-d state, 6-d action, L = 4; "
         "the reply carries the action, the action chunk and the predicted states.",
