@@ -477,6 +477,38 @@ def main(argv: list[str] | None = None) -> int:
             f"| {model} | {backend} | {r['clients']} | {r['actions_per_s']:.0f} "
             f"| {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['mean_batch']:.2f} |"
         )
+    lines += ["", "### Against the goals of issue 4 (this run)", ""]
+    for model, backend, _, latency, _ in rows:
+        if model == "paper":
+            ratio = latency.p50_ms / reference.p50_ms
+            verdict = "met" if ratio <= 1 / 3 else "not met"
+            lines.append(
+                f"- paper config, {backend}: end-to-end p50 {latency.p50_ms:.2f} ms = "
+                f"{ratio:.2f} x the eager forward ({reference.p50_ms:.2f} ms); goal <= 1/3: "
+                f"{verdict}."
+            )
+        if model == "default":
+            verdict = "met" if latency.p99_ms <= 2.0 else "not met"
+            lines.append(
+                f"- default model, {backend}: end-to-end p99 {latency.p99_ms:.2f} ms; "
+                f"goal <= 2 ms: {verdict}."
+            )
+    lines += [
+        "",
+        "Reading these numbers:",
+        "",
+        "- The forward is compute-bound on one core: at the paper size about 260 MFLOP per "
+        "request, so batching adds little throughput on a CPU; int8 weights cut the bytes "
+        "and time about 3x at the cost of exactness.",
+        "- `direct` runs back to back with hot caches; inside the node the forward follows an "
+        "idle gap and runs slower (the `inference` stage), the same effect as sleeping between "
+        "direct calls.",
+        "- p99 on this shared 2-core machine is dominated by the other jobs' scheduling (see "
+        "the load average and the echo round trip's own p99), not by the node.",
+        "- A node is one Python process: its per-request work (decode, slot layout, encode, "
+        "about 0.1-0.2 ms here) bounds one node to roughly 10^4 requests/s whatever the "
+        "accelerator; scale past that with several nodes behind the broker.",
+    ]
     text = "\n".join(lines) + "\n"
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(text)
