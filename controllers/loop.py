@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from controllers.fallback import FallbackConfig, FallbackLadder
+from controllers.recorder import EpisodeRecorder
 from controllers.reference import ReferenceTrajectory
 from controllers.safety import SafetyLimits
 from controllers.timing import Clock, LoopTimer, MonotonicClock, SimulatedClock
@@ -175,6 +176,7 @@ class Controller:
         neutral_action: np.ndarray | None = None,
         safe_action: np.ndarray | None = None,
         state_scale: np.ndarray | None = None,
+        recorder: EpisodeRecorder | None = None,
     ) -> None:
         self.env = env
         self.policy = policy
@@ -196,6 +198,7 @@ class Controller:
         self.neutral = mid if neutral_action is None else np.asarray(neutral_action, np.float64)
         self.safe = self.neutral if safe_action is None else np.asarray(safe_action, np.float64)
         self.state_scale = state_scale
+        self.recorder = recorder
         self.link_errors = 0  # requests that could not be sent (node unreachable)
         self.error_replies = 0  # replies with an error status (expired, bad request, ...)
 
@@ -243,6 +246,17 @@ class Controller:
         if self.reference is not None:
             self.reference.reset()
         state, _ = self.env.reset(seed=seed)
+        if self.recorder is not None:
+            self.recorder.begin(
+                {
+                    "task": getattr(self.env, "task", ""),
+                    "source": "controller",
+                    "seed": seed,
+                    "control_hz": self.rate_hz,
+                    "mode": c.mode,
+                    "target_return": c.target_return,
+                }
+            )
         hs: deque[np.ndarray] = deque(maxlen=c.history)
         ha: deque[np.ndarray] = deque(maxlen=c.history)
         log_ = TickLog()
@@ -284,6 +298,19 @@ class Controller:
             states.append(state)
             physics.append(self.env.get_physics_state())
             next_state, reward, terminated, truncated, _ = self.env.step(applied)
+            if self.recorder is not None:
+                self.recorder.record(
+                    state,
+                    applied,
+                    reward,
+                    physics[-1],
+                    tick.started_s,
+                    latency_s=latency,
+                    level=level,
+                    model_id=model_id,
+                    requested=requested,
+                    surprise=surprise,
+                )
             actions.append(applied)
             rewards.append(reward)
             hs.append(state)
@@ -308,6 +335,13 @@ class Controller:
             last_applied = applied
             state = next_state
             step += 1
+        if self.recorder is not None:
+            policy_ids = sorted(set(log_.model_id) - {""})
+            self.recorder.end(
+                terminated=bool(terminated),
+                truncated=bool(truncated),
+                policy_id=",".join(policy_ids),
+            )
         return EpisodeResult(
             seed,
             float(np.sum(rewards)),

@@ -16,9 +16,9 @@ from typing import Any
 import numpy as np
 
 from controllers.loop import Controller, ControllerConfig, EpisodeResult
+from controllers.recorder import EpisodeRecorder
 from controllers.reference import ReferenceTrajectory
 from controllers.timing import set_realtime_priority
-from mtm_robot.data.episodes import Episode, episode_file, episode_paths, save_episode
 from mtm_robot.errors import MTMRobotError, SpecMismatchError
 from mtm_robot.serving.client import NodeClient, NodeTimeoutError
 from mtm_robot.serving.process import NodeProcess
@@ -84,30 +84,6 @@ def resolve_target(config: SessionConfig, metadata: dict[str, Any]) -> float | N
     return None
 
 
-def _to_episode(
-    result: EpisodeResult, task: str, model_id: str, control_hz: float, mode: str
-) -> Episode:
-    tel = result.telemetry.arrays()
-    meta = {
-        "task": task,
-        "source": "sim_control",
-        "policy_id": model_id,
-        "seed": result.seed,
-        "control_hz": control_hz,
-        "mode": mode,
-        "terminated": result.terminated,
-        "truncated": result.truncated,
-    }
-    return Episode(
-        result.states,
-        result.actions,
-        result.rewards,
-        result.physics,
-        tel["t_s"] - tel["t_s"][0],
-        meta,
-    )
-
-
 def run_session(config: SessionConfig, run_dir: Path, progress: bool = True) -> SessionResult:
     """Run the episodes; raises a clear error for anything wrong before the loop starts."""
     c = config
@@ -122,6 +98,7 @@ def run_session(config: SessionConfig, run_dir: Path, progress: bool = True) -> 
         except ValueError as exc:
             raise MTMRobotError(f"bad reference file: {exc}") from exc
     node: NodeProcess | None = None
+    recorder: EpisodeRecorder | None = None
     start = time.perf_counter()
     try:
         if c.server:
@@ -153,9 +130,8 @@ def run_session(config: SessionConfig, run_dir: Path, progress: bool = True) -> 
             )
         state_std = metadata.get("state_std")
         results, summaries = [], []
-        first_index = 0
-        if c.record and Path(c.record).is_dir():  # append to an existing store
-            first_index = len(episode_paths(c.record))
+        if c.record:
+            recorder = EpisodeRecorder(c.record)
         with NodeClient(endpoint, timeout_ms=c.controller.lockstep_timeout_ms) as client:
             client.wait_ready(timeout_s=c.node_ready_timeout_s)  # connected and warm
             controller = Controller(
@@ -164,6 +140,7 @@ def run_session(config: SessionConfig, run_dir: Path, progress: bool = True) -> 
                 c.controller,
                 reference,
                 state_scale=np.asarray(state_std) if state_std else None,
+                recorder=recorder,
             )
             for i in range(c.episodes):
                 result = controller.run_episode(c.seed + i)
@@ -178,16 +155,11 @@ def run_session(config: SessionConfig, run_dir: Path, progress: bool = True) -> 
                         f"{summary['deadline_misses']} misses",
                         flush=True,
                     )
-                if c.record:
-                    episode = _to_episode(
-                        result,
-                        task,
-                        metadata.get("model_id", ""),
-                        controller.rate_hz,
-                        c.controller.mode,
-                    )
-                    save_episode(episode_file(c.record, first_index + i), episode)
     finally:
+        if recorder is not None:
+            recorder.close()
+            if recorder.dropped_steps:
+                log.warning("recorder dropped %d steps (queue full)", recorder.dropped_steps)
         if node is not None:
             node.stop()
         env.close()

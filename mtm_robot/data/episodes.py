@@ -8,6 +8,8 @@ Layout (see ``docs/data-format.md``):
 * ``rewards``  (T,) float32, only when known; ``rewards[t]`` is received for ``actions[t]``.
 * ``physics``  (T, dp) float64, optional simulator state per step, for replay and rendering.
 * ``time_s``   (T,) float64, optional timestamps.
+* ``telemetry_<name>`` (T, ...) optional per-step controller telemetry (request latency,
+  fallback level, model id, requested action, surprise), numeric or unicode arrays.
 * ``meta``     a 1-element unicode array holding one JSON object (task, source, control_hz,
   policy_id, seed, terminated, truncated, ...).
 
@@ -32,6 +34,7 @@ from mtm_robot.errors import DataError
 
 FORMAT_VERSION = 1
 _ARRAY_KEYS = ("states", "actions", "rewards", "physics", "time_s")
+TELEMETRY_PREFIX = "telemetry_"
 _EPISODE_NAME = re.compile(r"^episode_(\d+)\.npz$")
 
 
@@ -45,6 +48,7 @@ class Episode:
     physics: np.ndarray | None = None
     time_s: np.ndarray | None = None
     meta: dict[str, Any] = field(default_factory=dict)
+    telemetry: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.states = np.asarray(self.states, dtype=np.float32)
@@ -63,6 +67,12 @@ class Episode:
         if self.time_s is not None:
             self.time_s = np.asarray(self.time_s, dtype=np.float64).reshape(-1)
             _check_len("time_s", self.time_s, n, ndim=1)
+        for name, value in self.telemetry.items():
+            value = np.asarray(value)
+            if value.dtype.kind not in "biufU" or len(value) != n:
+                raise DataError(f"telemetry '{name}': expected a numeric or text array with {n} "
+                                f"steps, got {value.dtype} {value.shape}")
+            self.telemetry[name] = value
 
     def __len__(self) -> int:
         return len(self.states)
@@ -74,7 +84,8 @@ class Episode:
     def without_actions(self) -> Episode:
         """The same episode as an action-free demonstration."""
         meta = dict(self.meta, actions_dropped=True)
-        return Episode(self.states, None, self.rewards, self.physics, self.time_s, meta)
+        telemetry = {k: v for k, v in self.telemetry.items() if "action" not in k}
+        return Episode(self.states, None, self.rewards, self.physics, self.time_s, meta, telemetry)
 
     def total_reward(self) -> float:
         if self.rewards is None:
@@ -98,6 +109,8 @@ def save_episode(path: str | Path, episode: Episode) -> Path:
         value = getattr(episode, key)
         if value is not None:
             arrays[key] = value
+    for name, value in episode.telemetry.items():
+        arrays[TELEMETRY_PREFIX + name] = value
     meta = dict(episode.meta, format_version=FORMAT_VERSION)
     arrays["meta"] = np.array([json.dumps(meta, sort_keys=True)])
     buffer = io.BytesIO()
@@ -131,10 +144,12 @@ def load_episode(path: str | Path) -> Episode:
             if "states" not in data:
                 raise DataError(f"{path}: no 'states' array (keys: {sorted(data.files)})")
             arrays = {key: data[key] for key in _ARRAY_KEYS if key in data}
+            telemetry = {k[len(TELEMETRY_PREFIX) :]: data[k] for k in data.files
+                         if k.startswith(TELEMETRY_PREFIX)}
             meta = json.loads(str(data["meta"][0])) if "meta" in data else {}
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path}: not a readable episode file ({exc})") from exc
-    return Episode(meta=meta, **arrays)
+    return Episode(meta=meta, telemetry=telemetry, **arrays)
 
 
 def episode_paths(directory: str | Path) -> list[Path]:
