@@ -30,9 +30,9 @@ from sim import registry
 
 
 def expert_scores(task: str, episodes: int, seed: int) -> np.ndarray:
-    from sim.experts.policy import load_expert
+    from sim.experts.policy import ExpertPolicy, shipped_expert
 
-    policy = load_expert(task)
+    policy = ExpertPolicy.load(shipped_expert(task))
     env = registry.make(task)
     scores = []
     try:

@@ -7,6 +7,7 @@ same paced loop (walker-sized step: 24-d state, 6-d action, physics state, telem
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
 import sys
 import tempfile
 import time
@@ -21,7 +22,7 @@ from controllers.recorder import EpisodeRecorder
 from controllers.timing import LoopTimer
 
 
-def paced(rate: float, ticks: int, call) -> list[float]:  # type: ignore[no-untyped-def]
+def paced(rate: float, ticks: int, call: Callable[..., object]) -> list[float]:
     timer = LoopTimer(rate)
     rng = np.random.default_rng(0)
     state, action, physics = rng.normal(size=24), rng.normal(size=6), rng.normal(size=40)
@@ -80,6 +81,10 @@ def main() -> None:
     ):
         p50, p99 = percentiles_ms(samples)
         rows.append(f"| {name} | {p50 * 1e3:.1f} | {p99 * 1e3:.1f} | {max(samples) * 1e6:.1f} |")
+    command = (
+        f"python bench/recording_overhead.py --rate {args.rate:g} --ticks {args.ticks} "
+        f"--switch-interval-us {args.switch_interval_us:g}"
+    )
     md = f"""## Recording overhead per tick (issue: data loop)
 
 {args.ticks} ticks paced at {args.rate:g} Hz, walker-sized steps; the writer thread flushed
@@ -91,7 +96,7 @@ Hardware: {hardware()}.
 | --- | --- | --- | --- |
 {chr(10).join(rows)}
 
-Command: `python bench/recording_overhead.py --rate {args.rate:g} --ticks {args.ticks} --switch-interval-us {args.switch_interval_us:g}`
+Command: `{command}`
 """
     print(md)
     if not args.no_write:
