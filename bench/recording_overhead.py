@@ -7,10 +7,10 @@ same paced loop (walker-sized step: 24-d state, 6-d action, physics state, telem
 from __future__ import annotations
 
 import argparse
-from collections.abc import Callable
 import sys
 import tempfile
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
