@@ -191,8 +191,14 @@ def _episode_arrays(episode: Episode, config: DataConfig, horizon: int) -> dict[
     return out
 
 
-def build_dataset(episodes: Sequence[Episode], config: DataConfig) -> SegmentDataset:
-    """Validate, split, compute returns, fit the normaliser, and window the episodes."""
+def build_dataset(
+    episodes: Sequence[Episode], config: DataConfig, normalizer: Normalizer | None = None
+) -> SegmentDataset:
+    """Validate, split, compute returns, fit the normaliser, and window the episodes.
+
+    A given ``normalizer`` (finetuning a checkpoint) is used as it is instead of being fitted,
+    so the served model's normalisation does not change.
+    """
     L = config.segment_length
     report = DataReport(episodes_in=len(episodes))
     usable = [e for e in episodes if len(e) >= L]
@@ -225,7 +231,14 @@ def build_dataset(episodes: Sequence[Episode], config: DataConfig) -> SegmentDat
     report.train_episodes, report.validation_episodes = len(train), len(val)
     report.action_free_episodes = sum(e.actions is None for e in usable)
     fit = {n: np.concatenate([a[n] for a in per_episode if n in a]) for n in config.modalities}
-    normalizer = Normalizer.fit(fit, config.min_std)
+    if normalizer is None:
+        normalizer = Normalizer.fit(fit, config.min_std)
+    for name, values in fit.items():
+        if name not in normalizer.mean or normalizer.mean[name].shape != values.shape[1:]:
+            raise DataError(
+                f"'{name}' has dim {values.shape[1]} but the normaliser expects "
+                f"{normalizer.mean.get(name, np.zeros(0)).shape}"
+            )
     dims = {n: v.shape[1] for n, v in fit.items()}
     groups = {}
     for group_name, members in (("labelled", labelled), ("action_free", action_free)):

@@ -100,7 +100,9 @@ class Trainer:
         episodes: Sequence[Episode],
         out_dir: str | Path,
         provenance: dict[str, Any] | None = None,
+        init_from: str | Path | None = None,
     ) -> None:
+        """``init_from``: a checkpoint whose weights and normaliser start the run (finetuning)."""
         self.config = config
         self.out = Path(out_dir)
         self.rank, self.world = _distributed()
@@ -117,12 +119,22 @@ class Trainer:
         if self.device.type == "cuda" and self.world > 1:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
             self.device = torch.device("cuda", torch.cuda.current_device())
-        self.data: SegmentDataset = build_dataset(episodes, config.data)
+        initial = ckpt.load_checkpoint(init_from) if init_from is not None else None
+        self.data: SegmentDataset = build_dataset(
+            episodes, config.data, initial.normalizer if initial is not None else None
+        )
         self.spec = DataSpec(
             {n: self.data.dims[n] for n in config.data.modalities}, config.data.segment_length
         )
         torch.manual_seed(config.seed)
         self.model = MTM(self.spec, config.model).to(self.device)
+        if initial is not None:
+            if initial.spec != self.spec or initial.model.config != config.model:
+                raise CheckpointError(
+                    f"{init_from}: model {initial.spec} / {initial.model.config} does not match "
+                    f"the run's {self.spec} / {config.model}"
+                )
+            self.model.load_state_dict(initial.model.state_dict())
         if config.precision not in ("auto", "bf16", "fp32"):
             raise ConfigError(f"precision must be auto, bf16 or fp32, got '{config.precision}'")
         self.bf16 = config.precision == "bf16" or (

@@ -1,0 +1,159 @@
+"""Finetune a checkpoint on new episodes, some of them action-free, and hot-swap the result.
+
+The run starts from the checkpoint's weights, its normaliser (unchanged, so the served model's
+units stay the same) and its resolved training config; action-free episodes train only the
+modalities they have (reference 5.3). After training it evaluates the checkpoint before and
+after in the ``return_conditioned`` and ``two_stage`` modes (lockstep, a few episodes) and,
+with --push, tells a running node to load the new checkpoint (no request is dropped).
+
+Examples:
+  python launch/finetune.py --checkpoint default --data runs/demos --action-free --out runs/ft
+  python launch/finetune.py --checkpoint default --data data/walker/expert-2pct \\
+      --data runs/demos --action-free --out runs/ft --push tcp://127.0.0.1:5555
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("MUJOCO_GL", "egl")
+
+from mtm_robot.config import apply_overrides, from_dict
+from mtm_robot.data.importers import load_source
+from mtm_robot.errors import MTMRobotError
+from mtm_robot.training.checkpoint import read_metadata, resolve_checkpoint_path
+from mtm_robot.training.train import TrainConfig, Trainer
+
+
+class _MarkActionFree(argparse.Action):
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[no-untyped-def]
+        if not namespace.data:
+            parser.error("--action-free must follow a --data PATH")
+        namespace.action_free.add(len(namespace.data) - 1)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--checkpoint", required=True, help="checkpoint directory or 'default'")
+    p.add_argument(
+        "--data",
+        action="append",
+        default=[],
+        type=Path,
+        required=True,
+        help="episode store, D4RL .hdf5 or Minari dataset; repeatable",
+    )
+    p.add_argument(
+        "--action-free",
+        nargs=0,
+        action=_MarkActionFree,
+        dest="action_free_flag",
+        help="treat the preceding --data as action-free",
+    )
+    p.add_argument("--out", type=Path, required=True, help="run directory")
+    p.add_argument("--steps", type=int, default=2000, help="finetuning steps")
+    p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate")
+    p.add_argument("--push", help="node endpoint (tcp://host:port) to hot-swap the result into")
+    p.add_argument(
+        "--eval-episodes",
+        type=int,
+        default=3,
+        help="lockstep episodes per mode before and after (0: skip)",
+    )
+    p.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a training config value",
+    )
+    p.add_argument("--no-progress", action="store_true")
+    p.set_defaults(action_free=set())
+    return p.parse_args(argv)
+
+
+def evaluate(checkpoint: str, task: str, episodes: int, run_dir: Path) -> dict[str, float]:
+    from controllers.session import SessionConfig, run_session
+
+    scores = {}
+    for mode in ("return_conditioned", "two_stage"):
+        config = SessionConfig(task=task, checkpoint=checkpoint, episodes=episodes)
+        config.controller.mode = mode
+        config.controller.realtime = False
+        result = run_session(config, run_dir / mode, progress=False)
+        scores[mode] = sum(s["normalized_score"] for s in result.summaries) / episodes
+    return scores
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    source = resolve_checkpoint_path(args.checkpoint)
+    meta = read_metadata(source)
+    training = apply_overrides(
+        meta["training"],
+        [
+            f"steps={args.steps}",
+            f"optim.lr={args.lr}",
+            f"optim.warmup_steps={min(200, args.steps)}",
+            f"checkpoint_every={args.steps}",
+            f"eval_every={max(1, args.steps // 4)}",
+            f"model_id={meta['training'].get('model_id', 'mtm')}-ft",
+            *args.set,
+        ],
+    )
+    config = from_dict(TrainConfig, training, "finetune config")
+    episodes = []
+    for index, path in enumerate(args.data):
+        loaded = load_source(path)
+        if index in args.action_free:
+            loaded = [e.without_actions() for e in loaded]
+        print(
+            f"{path}: {len(loaded)} episodes{' (action-free)' if index in args.action_free else ''}"
+        )
+        episodes.extend(loaded)
+    provenance = {
+        "command": " ".join(shlex.quote(a) for a in sys.argv),
+        "finetuned_from": str(source),
+        "from_model_id": meta.get("model_id"),
+    }
+    start = time.perf_counter()
+    trainer = Trainer(config, episodes, args.out, provenance, init_from=source)
+    metrics = trainer.run(progress=not args.no_progress)
+    latest = (args.out / "checkpoints" / "latest").resolve()
+    print(f"finetuned {config.steps} steps in {time.perf_counter() - start:.0f} s: {latest}")
+    for key, value in metrics.items():
+        if "/" not in key:
+            print(f"  {key}: {value:.5f}")
+    task = str(meta.get("task") or config.task)
+    if args.eval_episodes and task:
+        before = evaluate(str(source), task, args.eval_episodes, args.out / "eval_before")
+        after = evaluate(str(latest), task, args.eval_episodes, args.out / "eval_after")
+        for mode in before:
+            print(
+                f"  {mode}: normalised score {before[mode]:.1f} -> {after[mode]:.1f} "
+                f"({args.eval_episodes} lockstep episodes)"
+            )
+    if args.push:
+        from mtm_robot.serving.client import NodeClient
+
+        with NodeClient(args.push) as client:
+            reply = client.reload(checkpoint=str(latest))
+        print(f"pushed to {args.push}: node now serves {reply.model_id}")
+    return 0
+
+
+if __name__ == "__main__":
+    try:
+        sys.exit(main())
+    except MTMRobotError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)

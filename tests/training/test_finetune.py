@@ -1,0 +1,73 @@
+"""Finetuning on labelled plus action-free data, then a hot swap into a running node."""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from mtm_robot.data.episodes import episode_file, save_episode
+from mtm_robot.serving.client import NodeClient
+from mtm_robot.serving.process import NodeProcess
+from mtm_robot.training.checkpoint import load_checkpoint
+from mtm_robot.training.train import Trainer
+from tests.synthetic import linear_episodes
+from tests.training.test_train import _config
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _launch(name: str):  # type: ignore[no-untyped-def]
+    spec = importlib.util.spec_from_file_location(name, ROOT / "launch" / f"{name}.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_finetune_keeps_the_normaliser_and_pushes_into_a_running_node(tmp_path):
+    Trainer(_config(20), linear_episodes(10, length=20), tmp_path / "base").run(progress=False)
+    base = tmp_path / "base" / "checkpoints" / "latest"
+    for i, e in enumerate(linear_episodes(6, length=20, seed=5, action_free=6)):
+        save_episode(episode_file(tmp_path / "demos", i), e)
+    for i, e in enumerate(linear_episodes(2, length=20, seed=6)):
+        save_episode(episode_file(tmp_path / "labelled", i), e)
+    with NodeProcess(str(base), tmp_path / "node.log") as node:
+        node.start()
+        finetune = _launch("finetune")
+        rc = finetune.main(
+            [
+                "--checkpoint",
+                str(base),
+                "--data",
+                str(tmp_path / "labelled"),
+                "--data",
+                str(tmp_path / "demos"),
+                "--action-free",
+                "--out",
+                str(tmp_path / "ft"),
+                "--steps",
+                "10",
+                "--eval-episodes",
+                "0",
+                "--push",
+                node.endpoint,
+                "--no-progress",
+            ]
+        )
+        assert rc == 0
+        with NodeClient(node.endpoint) as client:
+            served = client.metadata()["model_id"]
+            reply = client.act("behavior_cloning", np.zeros(4, np.float32), timeout_ms=5000)
+    tuned = load_checkpoint(tmp_path / "ft" / "checkpoints" / "latest")
+    before = load_checkpoint(base)
+    assert served == tuned.model_id == "mtm-ft@step10"
+    assert reply.model_id == tuned.model_id
+    for name in before.normalizer.mean:  # same units as the model it replaces
+        np.testing.assert_array_equal(tuned.normalizer.mean[name], before.normalizer.mean[name])
+    assert tuned.metadata["provenance"]["finetuned_from"] == str(base)
+    assert tuned.metadata["data_report"]["action_free_episodes"] == 6
