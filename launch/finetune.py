@@ -32,7 +32,7 @@ from mtm_robot.training.train import TrainConfig, Trainer
 
 
 class _MarkActionFree(argparse.Action):
-    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[no-untyped-def]
+    def __call__(self, parser, namespace, values, option_string=None):
         if not namespace.data:
             parser.error("--action-free must follow a --data PATH")
         namespace.action_free.add(len(namespace.data) - 1)
