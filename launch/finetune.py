@@ -25,17 +25,10 @@ from pathlib import Path
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 from mtm_robot.config import apply_overrides, from_dict
-from mtm_robot.data.importers import load_source
+from mtm_robot.data.importers import add_data_arguments, load_data_arguments
 from mtm_robot.errors import MTMRobotError
 from mtm_robot.training.checkpoint import read_metadata, resolve_checkpoint_path
 from mtm_robot.training.train import TrainConfig, Trainer
-
-
-class _MarkActionFree(argparse.Action):
-    def __call__(self, parser, namespace, values, option_string=None):
-        if not namespace.data:
-            parser.error("--action-free must follow a --data PATH")
-        namespace.action_free.add(len(namespace.data) - 1)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -43,21 +36,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     p.add_argument("--checkpoint", required=True, help="checkpoint directory or 'default'")
-    p.add_argument(
-        "--data",
-        action="append",
-        default=[],
-        type=Path,
-        required=True,
-        help="episode store, D4RL .hdf5 or Minari dataset; repeatable",
-    )
-    p.add_argument(
-        "--action-free",
-        nargs=0,
-        action=_MarkActionFree,
-        dest="action_free_flag",
-        help="treat the preceding --data as action-free",
-    )
+    add_data_arguments(p)
     p.add_argument("--out", type=Path, required=True, help="run directory")
     p.add_argument("--steps", type=int, default=2000, help="finetuning steps")
     p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate")
@@ -76,7 +55,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="override a training config value",
     )
     p.add_argument("--no-progress", action="store_true")
-    p.set_defaults(action_free=set())
     return p.parse_args(argv)
 
 
@@ -111,15 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         ],
     )
     config = from_dict(TrainConfig, training, "finetune config")
-    episodes = []
-    for index, path in enumerate(args.data):
-        loaded = load_source(path)
-        if index in args.action_free:
-            loaded = [e.without_actions() for e in loaded]
-        print(
-            f"{path}: {len(loaded)} episodes{' (action-free)' if index in args.action_free else ''}"
-        )
-        episodes.extend(loaded)
+    episodes = load_data_arguments(args)
     provenance = {
         "command": " ".join(shlex.quote(a) for a in sys.argv),
         "finetuned_from": str(source),

@@ -23,19 +23,10 @@ import time
 from pathlib import Path
 
 from mtm_robot.config import load_config
-from mtm_robot.data.importers import load_source
+from mtm_robot.data.importers import add_data_arguments, load_data_arguments
 from mtm_robot.errors import MTMRobotError
 from mtm_robot.training.baselines import BASELINE_TASKS, BaselineConfig, train_baseline
 from mtm_robot.training.train import TrainConfig, Trainer
-
-
-class _MarkActionFree(argparse.Action):
-    """``--action-free`` marks the preceding ``--data`` as action-free."""
-
-    def __call__(self, parser, namespace, values, option_string=None):
-        if not namespace.data:
-            parser.error("--action-free must follow a --data PATH")
-        namespace.action_free.add(len(namespace.data) - 1)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -43,21 +34,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--config", type=Path, help="YAML preset (launch/configs/*.yaml)")
-    parser.add_argument(
-        "--data",
-        action="append",
-        default=[],
-        type=Path,
-        required=True,
-        help="episode-store directory, D4RL-style .hdf5 or Minari dataset; repeatable",
-    )
-    parser.add_argument(
-        "--action-free",
-        nargs=0,
-        action=_MarkActionFree,
-        dest="action_free_flag",
-        help="treat the preceding --data as action-free (its actions are dropped)",
-    )
+    add_data_arguments(parser)
     parser.add_argument("--steps", type=int, help="total optimiser steps (overrides the config)")
     parser.add_argument("--out", type=Path, default=Path("runs/train"), help="run directory")
     parser.add_argument(
@@ -73,7 +50,6 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="train a specialised MLP baseline instead of the MTM",
     )
     parser.add_argument("--no-progress", action="store_true", help="hide the progress bar")
-    parser.set_defaults(action_free=set())
     return parser.parse_args(argv)
 
 
@@ -81,16 +57,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     overrides = list(args.set) + ([f"steps={args.steps}"] if args.steps else [])
-    episodes = []
-    for index, path in enumerate(args.data):
-        loaded = load_source(path)
-        if index in args.action_free:
-            loaded = [e.without_actions() for e in loaded]
-        print(
-            f"{path}: {len(loaded)} episodes, {sum(len(e) for e in loaded)} steps"
-            f"{' (action-free)' if index in args.action_free else ''}"
-        )
-        episodes.extend(loaded)
+    episodes = load_data_arguments(args)
     provenance = {
         "command": " ".join(shlex.quote(a) for a in sys.argv),
         "data": [str(p) for p in args.data],

@@ -6,6 +6,7 @@ an episode store. Neither needs the ``d4rl`` or ``minari`` packages: they read H
 
 from __future__ import annotations
 
+import argparse
 from pathlib import Path
 
 import h5py
@@ -128,3 +129,45 @@ def load_source(path: str | Path) -> list[Episode]:
     raise DataError(
         f"{path}: expected an episode-store directory, a D4RL .hdf5 file or a Minari dataset"
     )
+
+
+class _MarkActionFree(argparse.Action):
+    """``--action-free`` marks the preceding ``--data`` as action-free."""
+
+    def __call__(self, parser, namespace, values, option_string=None):  # type: ignore[no-untyped-def]
+        if not namespace.data:
+            parser.error("--action-free must follow a --data PATH")
+        namespace.action_free.add(len(namespace.data) - 1)
+
+
+def add_data_arguments(parser: argparse.ArgumentParser) -> None:
+    """``--data PATH [--action-free]`` (repeatable), as the training launchers take them."""
+    parser.add_argument(
+        "--data",
+        action="append",
+        default=[],
+        type=Path,
+        required=True,
+        help="episode-store directory, D4RL-style .hdf5 or Minari dataset; repeatable",
+    )
+    parser.add_argument(
+        "--action-free",
+        nargs=0,
+        action=_MarkActionFree,
+        dest="action_free_flag",
+        help="treat the preceding --data as action-free (its actions are dropped)",
+    )
+    parser.set_defaults(action_free=set())
+
+
+def load_data_arguments(args: argparse.Namespace) -> list[Episode]:
+    """The episodes named by :func:`add_data_arguments`, printing one line per source."""
+    episodes = []
+    for index, path in enumerate(args.data):
+        loaded = load_source(path)
+        if index in args.action_free:
+            loaded = [e.without_actions() for e in loaded]
+        free = " (action-free)" if index in args.action_free else ""
+        print(f"{path}: {len(loaded)} episodes, {sum(len(e) for e in loaded)} steps{free}")
+        episodes.extend(loaded)
+    return episodes
