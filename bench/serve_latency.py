@@ -503,8 +503,8 @@ def main(argv: list[str] | None = None) -> int:
         "- `direct` runs back to back with hot caches; inside the node the forward follows an "
         "idle gap and runs slower (the `inference` stage), the same effect as sleeping between "
         "direct calls.",
-        "- p99 on this shared 2-core machine is dominated by the other jobs' scheduling (see "
-        "the load average and the echo round trip's own p99), not by the node.",
+        "- p99 on this shared 2-core machine is dominated by the other jobs' scheduling: "
+        "compare the `direct` p99, which has no network and no threads, and the load average.",
         "- A node is one Python process: its per-request work (decode, slot layout, encode, "
         "about 0.1-0.2 ms here) bounds one node to roughly 10^4 requests/s whatever the "
         "accelerator; scale past that with several nodes behind the broker.",
