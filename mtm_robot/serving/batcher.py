@@ -62,7 +62,7 @@ class Batcher:
         deliver: Deliver,
         stats: ServingStats,
         max_batch: int = 32,
-        max_wait_us: int = 200,
+        max_wait_us: int = 0,
         max_queue: int = 4096,
         before_start: Callable[[], None] | None = None,
     ) -> None:

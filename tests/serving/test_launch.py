@@ -91,3 +91,37 @@ def test_keygen_script_writes_a_pair_and_refuses_to_overwrite(tmp_path):
     assert (tmp_path / "robot.key").is_file()
     assert (tmp_path / "robot.key_secret").stat().st_mode & 0o777 == 0o600
     assert subprocess.run(command, capture_output=True, timeout=60).returncode == 2
+
+
+def test_broker_script_forwards_to_a_node_and_stops_on_sigterm(start_node):
+    node = start_node()
+    process = subprocess.Popen(
+        [
+            sys.executable,
+            "-u",
+            str(ROOT / "launch" / "broker.py"),
+            "--bind",
+            LOOPBACK,
+            "--node",
+            node.endpoint,
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        text=True,
+        cwd=ROOT,
+    )
+    try:
+        assert process.stdout is not None
+        line = ""
+        while not line.startswith("broker on "):  # (log lines come first)
+            line = process.stdout.readline()
+            assert line, "broker.py exited before starting"
+        with NodeClient(line.split()[2], timeout_ms=5000) as client:
+            assert client.act("behavior_cloning", np.zeros(5, np.float32)).model_id == "tiny-a"
+        process.send_signal(signal.SIGTERM)
+        output, _ = process.communicate(timeout=30)
+        assert process.returncode == 0 and "stopped" in output
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
