@@ -70,8 +70,10 @@ class Episode:
         for name, value in self.telemetry.items():
             value = np.asarray(value)
             if value.dtype.kind not in "biufU" or len(value) != n:
-                raise DataError(f"telemetry '{name}': expected a numeric or text array with {n} "
-                                f"steps, got {value.dtype} {value.shape}")
+                raise DataError(
+                    f"telemetry '{name}': expected a numeric or text array with {n} "
+                    f"steps, got {value.dtype} {value.shape}"
+                )
             self.telemetry[name] = value
 
     def __len__(self) -> int:
@@ -144,8 +146,11 @@ def load_episode(path: str | Path) -> Episode:
             if "states" not in data:
                 raise DataError(f"{path}: no 'states' array (keys: {sorted(data.files)})")
             arrays = {key: data[key] for key in _ARRAY_KEYS if key in data}
-            telemetry = {k[len(TELEMETRY_PREFIX) :]: data[k] for k in data.files
-                         if k.startswith(TELEMETRY_PREFIX)}
+            telemetry = {
+                k[len(TELEMETRY_PREFIX) :]: data[k]
+                for k in data.files
+                if k.startswith(TELEMETRY_PREFIX)
+            }
             meta = json.loads(str(data["meta"][0])) if "meta" in data else {}
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path}: not a readable episode file ({exc})") from exc
