@@ -71,7 +71,16 @@ class ServingStats:
             "histogram": {str(int(s)): int(c) for s, c in zip(sizes, counts)},
         }
         out["counters"] = {
-            k: counters.get(k, 0) for k in ("requests", "ok", "expired", "errors", "batches")
+            k: counters.get(k, 0)
+            for k in (
+                "requests",
+                "ok",
+                "expired",
+                "errors",
+                "batches",
+                "reloads",
+                "dropped_replies",
+            )
         }
         out["errors"] = errors
         return out

@@ -3,6 +3,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -43,6 +44,11 @@ def test_serve_script_answers_then_stops_gracefully_on_sigterm(checkpoint_a):
         endpoint = line.split(" on ")[1].split(" ")[0]
         with NodeClient(endpoint, timeout_ms=5000) as client:
             client.wait_ready(30)
+            process.send_signal(signal.SIGHUP)  # reload the same checkpoint from disk
+            deadline = time.monotonic() + 30
+            while client.stats()["counters"]["reloads"] < 1:
+                assert time.monotonic() < deadline, "SIGHUP did not reload"
+                time.sleep(0.05)
             rids = [client.submit("behavior_cloning", np.zeros(5, np.float32)) for _ in range(20)]
             assert client.stats()["counters"]["requests"] >= 20  # all 20 reached the node
             process.send_signal(signal.SIGTERM)
