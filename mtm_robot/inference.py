@@ -110,9 +110,12 @@ class Predictor:
                 f"history_states has {len(hs)} rows but history_actions {len(ha)}"
             )
         max_history = L - 1
-        if ctx.mode in ("inverse_dynamics", "goal"):
+        # these modes need a future slot (the desired state, the goal, stage 2's predicted
+        # states): their history is cut to L-2 steps
+        needs_future = ("inverse_dynamics", "goal", "two_stage")
+        if ctx.mode in needs_future:
             max_history = L - 2
-        if L < 2 and ctx.mode in ("inverse_dynamics", "goal"):
+        if L < 2 and ctx.mode in needs_future:
             raise SpecMismatchError(f"mode '{ctx.mode}' needs segment_length >= 2")
         k = min(len(hs), max_history)
         hs, ha = hs[len(hs) - k :], ha[len(ha) - k :]

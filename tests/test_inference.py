@@ -47,6 +47,8 @@ def test_mixed_batch_equals_one_by_one(tiny_model, tiny_spec):
         np.testing.assert_allclose(together.action, alone.action, atol=1e-5)
         np.testing.assert_allclose(together.next_states, alone.next_states, atol=1e-5)
     assert batch[0].history == 3  # six history steps cut to L-1
+    full = Context("two_stage", np.zeros(5), np.zeros((5, 5)), np.zeros((5, 2)), return_target=1.0)
+    assert predictor.predict(full).history == 2  # two_stage keeps a future slot: L-2
     assert batch[2].history == 2 and batch[2].next_states.shape == (1, 5)
     assert batch[4].action_chunk.shape == (4, 2)
 
