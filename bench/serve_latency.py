@@ -1,7 +1,7 @@
 """End-to-end latency and throughput of the inference node, against baselines from the same run.
 
 Examples:
-  python bench/serve_latency.py                       # full run, writes docs/benchmarks-serving.md
+  python bench/serve_latency.py                       # full run, writes docs/benchmarks.md
   python bench/serve_latency.py --quick --out /tmp/serving.md
 
 What it measures (random weights; timing does not depend on training):
@@ -36,6 +36,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.report import write_section
 
 SPEC_DIMS = {"states": 24, "actions": 6, "returns": 1}
 MODELS = {
@@ -342,7 +345,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--out", type=Path, default=Path("docs/benchmarks-serving.md"))
+    parser.add_argument("--out", type=Path, default=None,
+                        help="write to this file instead of the serving section of "
+                        "docs/benchmarks.md")
     parser.add_argument("--quick", action="store_true", help="fewer samples (smoke run)")
     parser.add_argument("--clients", default="1,8,32", help="concurrent client counts")
     parser.add_argument("--duration-s", type=float, default=3.0, help="per throughput point")
@@ -510,9 +515,13 @@ def main(argv: list[str] | None = None) -> int:
         "accelerator; scale past that with several nodes behind the broker.",
     ]
     text = "\n".join(lines) + "\n"
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(text)
-    print(f"\nwrote {args.out}")
+    if args.out is not None:
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(text)
+        print(f"\nwrote {args.out}")
+    else:
+        write_section("serve-latency", text)
+        print("\nwrote the serve-latency section of docs/benchmarks.md")
     return 0
 
 
