@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass, field
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +28,7 @@ from sim import registry
 log = logging.getLogger(__name__)
 #: Reset seeds of sim_control evaluation episodes (see docs/datasets.md for the other ranges).
 EVALUATION_SEED_BASE = 40_000_000
+SHIPPED_DEMOS = Path(str(resources.files("sim.experts")))
 
 
 @dataclass
@@ -38,7 +40,8 @@ class SessionConfig:
     seed: int = EVALUATION_SEED_BASE  # episode i resets with seed + i
     target_return: float | None = None  # None: the top of the training return range
     target_fraction: float = 1.0  # target = min + fraction * (max - min) when not given
-    reference: str = ""  # episode .npz whose states inverse_dynamics tracks
+    reference: str = ""  # episode .npz whose states inverse_dynamics tracks ("": the task's
+    # shipped action-free demonstration, sim/experts/<task>/demos/episode_000000.npz)
     reference_indexing: str = "nearest"
     record: str = ""  # episode-store directory for the recorded episodes
     node_args: list[str] = field(default_factory=list)  # extra launch/serve.py arguments
@@ -92,7 +95,13 @@ def run_session(config: SessionConfig, run_dir: Path, progress: bool = True) -> 
     reference = None
     if c.controller.mode == "inverse_dynamics":
         if not c.reference:
-            raise MTMRobotError("inverse_dynamics tracks a reference: pass --reference EPISODE.npz")
+            shipped = SHIPPED_DEMOS / env.task / "demos" / "episode_000000.npz"
+            if not shipped.is_file():
+                raise MTMRobotError(
+                    f"inverse_dynamics tracks a reference and no demonstration "
+                    f"ships for '{env.task}': pass --reference EPISODE.npz"
+                )
+            c.reference = str(shipped)
         try:
             reference = ReferenceTrajectory.from_file(c.reference, c.reference_indexing)
         except ValueError as exc:
