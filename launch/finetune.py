@@ -24,9 +24,9 @@ from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+from mtm_robot.cli import run
 from mtm_robot.config import apply_overrides, from_dict
 from mtm_robot.data.importers import add_data_arguments, load_data_arguments
-from mtm_robot.errors import MTMRobotError
 from mtm_robot.training.checkpoint import read_metadata, resolve_checkpoint_path
 from mtm_robot.training.train import TrainConfig, Trainer
 
@@ -122,8 +122,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except MTMRobotError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run(main)

@@ -17,7 +17,6 @@ import argparse
 import json
 import logging
 import os
-import sys
 import time
 from pathlib import Path
 
@@ -26,8 +25,8 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 from controllers.loop import CONTROL_MODES
 from controllers.report import summary_table, write_run_dir
 from controllers.session import SessionConfig, run_session
+from mtm_robot.cli import flag_overrides, run
 from mtm_robot.config import load_config, save_config
-from mtm_robot.errors import MTMRobotError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -93,8 +92,7 @@ def build_config(args: argparse.Namespace) -> SessionConfig:
         "controller.realtime": False if args.lockstep else None,
         "rt_priority": args.rt_priority,
     }
-    overrides = [f"{k}={v}" for k, v in flags.items() if v is not None]
-    return load_config(SessionConfig, args.config, overrides + list(args.set))
+    return load_config(SessionConfig, args.config, flag_overrides(flags) + list(args.set))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -134,10 +132,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except MTMRobotError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
-    except KeyboardInterrupt:
-        sys.exit(130)
+    run(main)

@@ -22,9 +22,9 @@ import sys
 import time
 from pathlib import Path
 
+from mtm_robot.cli import run
 from mtm_robot.config import load_config
 from mtm_robot.data.importers import add_data_arguments, load_data_arguments
-from mtm_robot.errors import MTMRobotError
 from mtm_robot.training.baselines import BASELINE_TASKS, BaselineConfig, train_baseline
 from mtm_robot.training.train import TrainConfig, Trainer
 
@@ -89,8 +89,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except MTMRobotError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run(main)
