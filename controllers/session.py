@@ -90,7 +90,10 @@ def resolve_target(config: SessionConfig, metadata: dict[str, Any]) -> float | N
 def run_session(config: SessionConfig, run_dir: Path, progress: bool = True) -> SessionResult:
     """Run the episodes; raises a clear error for anything wrong before the loop starts."""
     c = config
-    env = registry.make(c.task)
+    try:
+        env = registry.make(c.task)
+    except KeyError as exc:  # an unknown task: the message lists the known ones
+        raise MTMRobotError(str(exc.args[0])) from exc
     task = env.task
     reference = None
     if c.controller.mode == "inverse_dynamics":
