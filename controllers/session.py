@@ -16,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from calibration.io_map import MappedEnv, load_io_map, mapped_env
 from controllers.loop import Controller, ControllerConfig, EpisodeResult
 from controllers.recorder import EpisodeRecorder
 from controllers.reference import ReferenceTrajectory
@@ -43,6 +44,7 @@ class SessionConfig:
     reference: str = ""  # episode .npz whose states inverse_dynamics tracks ("": the task's
     # shipped action-free demonstration, sim/experts/<task>/demos/episode_000000.npz)
     reference_indexing: str = "nearest"
+    io_map: str = ""  # I/O map YAML between the task's raw I/O and the model (calibration/)
     record: str = ""  # episode-store directory for the recorded episodes
     node_args: list[str] = field(default_factory=list)  # extra launch/serve.py arguments
     node_ready_timeout_s: float = 180.0
@@ -90,11 +92,21 @@ def resolve_target(config: SessionConfig, metadata: dict[str, Any]) -> float | N
 def run_session(config: SessionConfig, run_dir: Path, progress: bool = True) -> SessionResult:
     """Run the episodes; raises a clear error for anything wrong before the loop starts."""
     c = config
+    env: Any
     try:
         env = registry.make(c.task)
     except KeyError as exc:  # an unknown task: the message lists the known ones
         raise MTMRobotError(str(exc.args[0])) from exc
     task = env.task
+    if c.io_map:  # the one place an I/O map is applied: the loop sees the model's units
+        try:
+            env = mapped_env(env, load_io_map(c.io_map))
+        except Exception:
+            env.close()
+            raise
+        if env.max_action_delta is not None:  # the map's rate limits, in model units
+            limits = [c.controller.max_action_delta, env.max_action_delta]
+            c.controller.max_action_delta = min(x for x in limits if x is not None)
     reference = None
     if c.controller.mode == "inverse_dynamics":
         if not c.reference:
@@ -126,6 +138,8 @@ def run_session(config: SessionConfig, run_dir: Path, progress: bool = True) -> 
             )
             metadata = node.start(c.node_ready_timeout_s)
             endpoint = node.endpoint
+        if isinstance(env, MappedEnv):
+            env.io_map.check_model(metadata)
         check_model_fits_task(
             metadata, env.observation_dim, env.action_dim, c.controller.mode, task
         )

@@ -22,6 +22,7 @@ from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
+from calibration.calibration_file import check_task, session_overrides
 from controllers.loop import CONTROL_MODES
 from controllers.report import summary_table, write_run_dir
 from controllers.session import SessionConfig, run_session
@@ -46,6 +47,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--target-return",
         type=float,
         help="return target (default: the top of the training return range)",
+    )
+    p.add_argument(
+        "--calibration",
+        type=Path,
+        help="calibration.yaml from launch/calibrate.py: its control rate, deadline margin, "
+        "fallback, return target and I/O map apply unless given here explicitly",
     )
     p.add_argument("--reference", help="episode .npz whose states inverse_dynamics tracks")
     pacing = p.add_mutually_exclusive_group()
@@ -92,7 +99,13 @@ def build_config(args: argparse.Namespace) -> SessionConfig:
         "controller.realtime": False if args.lockstep else None,
         "rt_priority": args.rt_priority,
     }
-    return load_config(SessionConfig, args.config, flag_overrides(flags) + list(args.set))
+    calibrated = session_overrides(args.calibration) if args.calibration else []
+    config = load_config(
+        SessionConfig, args.config, calibrated + flag_overrides(flags) + list(args.set)
+    )
+    if args.calibration:
+        check_task(args.calibration, config.task)
+    return config
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -124,6 +137,9 @@ def main(argv: list[str] | None = None) -> int:
         f"model {result.model.get('model_id')} ({result.model.get('backend')}); "
         f"target return {config.controller.target_return}"
     )
+    calibrated_for = check_task(args.calibration, config.task).model_id if args.calibration else ""
+    if calibrated_for and calibrated_for != result.model.get("model_id"):
+        print(f"warning: {args.calibration} was calibrated on model {calibrated_for}")
     print(summary_table(result))
     print(f"run directory: {run_dir}")
     if args.json:
