@@ -4,6 +4,9 @@ session through a real node (the same scores the controller would get)."""
 from __future__ import annotations
 
 import importlib.util
+import json
+import os
+import subprocess
 import sys
 from pathlib import Path
 from types import ModuleType
@@ -12,10 +15,9 @@ import numpy as np
 import pytest
 
 from controllers.session import EVALUATION_SEED_BASE, SessionConfig, resolve_target, run_session
-from mtm_robot.data.episodes import Episode
+from mtm_robot.data.episodes import Episode, episode_paths, load_episode
 from mtm_robot.data.segments import DataConfig
 from mtm_robot.inference import Predictor
-from mtm_robot.model.masks import MaskConfig
 from mtm_robot.model.mtm import ModelConfig
 from mtm_robot.training.checkpoint import load_checkpoint
 from mtm_robot.training.train import OptimConfig, TrainConfig, Trainer
@@ -48,6 +50,22 @@ def _random_walker_episodes(n: int, steps: int = 60) -> list[Episode]:
     return episodes
 
 
+def _tiny_walker_checkpoint(directory: Path) -> Path:
+    config = TrainConfig(
+        model=ModelConfig(width=32, encoder_layers=1, decoder_layers=1, heads=2, dropout=0.0),
+        data=DataConfig(validation_fraction=0.0, return_horizon=1000),
+        optim=OptimConfig(warmup_steps=1),
+        steps=5,
+        batch_size=16,
+        eval_every=5,
+        checkpoint_every=5,
+        model_id="tiny-walker",
+        task="walker-walk",
+    )
+    Trainer(config, _random_walker_episodes(3), directory).run(progress=False)
+    return directory / "checkpoints" / "latest"
+
+
 def test_the_arms_share_the_labelled_episodes_and_drop_the_others_actions():
     bench = _bench()
     episodes = [
@@ -70,19 +88,7 @@ def test_the_arms_share_the_labelled_episodes_and_drop_the_others_actions():
 @pytest.mark.parametrize("mode", ["return_conditioned", "two_stage"])
 def test_batched_evaluation_matches_a_lockstep_session(tmp_path, mode):
     bench = _bench()
-    config = TrainConfig(
-        model=ModelConfig(width=32, encoder_layers=1, decoder_layers=1, heads=2, dropout=0.0),
-        masks=MaskConfig(),
-        data=DataConfig(validation_fraction=0.0, return_horizon=1000),
-        optim=OptimConfig(warmup_steps=1),
-        steps=5,
-        batch_size=16,
-        eval_every=5,
-        checkpoint_every=5,
-        task="walker-walk",
-    )
-    Trainer(config, _random_walker_episodes(3), tmp_path / "run").run(progress=False)
-    path = tmp_path / "run" / "checkpoints" / "latest"
+    path = _tiny_walker_checkpoint(tmp_path / "run")
     checkpoint = load_checkpoint(path)
     predictor = Predictor.from_model(checkpoint.model, checkpoint.normalizer)
     session = SessionConfig(task="walker", checkpoint=str(path), episodes=2)
@@ -98,3 +104,23 @@ def test_batched_evaluation_matches_a_lockstep_session(tmp_path, mode):
     assert all(s["deadline_misses"] == 0 for s in result.summaries)
     np.testing.assert_allclose(batched.returns, lockstep, rtol=1e-3, atol=1e-3)
     assert not np.allclose(batched.returns[0], batched.returns[1])  # seeds do differ
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_the_data_loop_script_records_finetunes_and_hot_swaps(tmp_path):
+    base = _tiny_walker_checkpoint(tmp_path / "base")
+    env = dict(os.environ, CHECKPOINT=str(base), OUT=str(tmp_path / "loop"), DEMOS="2",
+               STEPS="4", EPISODES="1", LABELLED="1", DEMO_SOURCE="zmq", PYTHON=sys.executable,
+               PYTHONPATH=str(ROOT))  # fmt: skip
+    done = subprocess.run([str(ROOT / "scripts/data_loop_demo.sh")], env=env,
+                          capture_output=True, text=True, timeout=280)  # fmt: skip
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    result = json.loads((tmp_path / "loop" / "data_loop.json").read_text())
+    assert result["before"]["model_id"] == "tiny-walker@step5"
+    assert result["after"]["model_id"] == "tiny-walker-ft@step4"
+    demos = [load_episode(p) for p in episode_paths(tmp_path / "loop" / "demos")]
+    assert len(demos) == 2 and all(d.actions is None and len(d) == 1000 for d in demos)
+    assert [d.meta["stream_episode"] for d in demos] == ["robot-0", "robot-1"]
+    tuned = load_checkpoint(tmp_path / "loop" / "finetune" / "checkpoints" / "latest")
+    assert tuned.metadata["data_report"]["action_free_episodes"] == 2
