@@ -22,6 +22,7 @@ Nothing already recorded is lost: the recorder flushes crash-safe chunks.
 
 from __future__ import annotations
 
+import json
 import logging
 import math
 import time
@@ -118,12 +119,23 @@ def _episode_id(header: Mapping[str, Any]) -> str | None:
     return text if 0 < len(text) <= protocol.MAX_ID_CHARS else None
 
 
+def _readable_episode(frames: list[bytes]) -> str | None:
+    """The episode id of a message that failed to decode, when its header is readable JSON."""
+    if not frames or len(frames[0]) > protocol.MAX_HEADER_BYTES:
+        return None
+    try:
+        header = json.loads(bytes(frames[0]).decode("utf-8"))
+    except (UnicodeDecodeError, ValueError, RecursionError):
+        return None
+    return _episode_id(header) if isinstance(header, dict) else None
+
+
 def parse(frames: list[bytes], state_dim: int, max_message_bytes: int = 1 << 20) -> Event:
     """Frames of one message -> an event; every problem is a :class:`StreamFault`."""
     try:
         message = protocol.decode(frames, max_message_bytes, check_finite=False, require_id=False)
     except ProtocolError as exc:
-        return StreamFault(exc.code, exc.message, None)
+        return StreamFault(exc.code, exc.message, _readable_episode(frames))
     header = message.header
     episode = _episode_id(header)
     if episode is None:

@@ -205,3 +205,33 @@ def test_cli_rejects_bad_arguments(capsys):
         record_demos.parse_args(["--source", "zmq", "--out", "x", "--timeout-s", "0"])
     args = record_demos.parse_args(["--source", "zmq", "--out", "x"])
     assert args.episodes == 0
+
+
+@pytest.mark.timeout(30)
+def test_a_sender_written_from_the_protocol_doc_alone(tmp_path):
+    """The example of docs/protocol.md section 11: plain pyzmq + json + numpy."""
+    import json
+
+    import zmq
+
+    recorder = EpisodeRecorder(tmp_path, RecorderConfig(flush_interval_s=0.05, poll_s=0.005))
+    recording = StreamRecording(recorder)
+    with StateReceiver("tcp://127.0.0.1:*", DIM) as receiver:
+        sock = zmq.Context.instance().socket(zmq.PUSH)
+        sock.linger = 0
+        sock.connect(receiver.endpoint)
+        for step in range(3):
+            state = np.full(24, step, dtype="<f4")
+            header = {"v": 1, "type": "state", "episode": "take-7", "step": step,
+                      "reward": 0.5, "arrays": [{"name": "state", "dtype": "float32",
+                                                 "shape": [24]}]}  # fmt: skip
+            sock.send_multipart([json.dumps(header).encode(), state.tobytes()])
+        end = {"v": 1, "type": "end", "episode": "take-7", "truncated": True}
+        sock.send_multipart([json.dumps(end).encode()])
+        record_stream(receiver, recording, episodes=1, timeout_s=5, poll_ms=20)
+        sock.close()
+    recorder.close()
+    (episode,) = (load_episode(p) for p in episode_paths(tmp_path))
+    assert (len(episode), episode.meta["reason"], episode.meta["truncated"]) == (3, "end", True)
+    np.testing.assert_array_equal(episode.states[:, 5], [0, 1, 2])
+    np.testing.assert_allclose(episode.rewards, 0.5)

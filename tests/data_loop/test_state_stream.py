@@ -83,6 +83,11 @@ def test_parse_refuses_integer_arrays_and_nan_rewards():
               "arrays": [{"name": "state", "dtype": "int32", "shape": [DIM]}]}  # fmt: skip
     fault = parse([json.dumps(header).encode(), np.zeros(DIM, "<i4").tobytes()], DIM)
     assert isinstance(fault, StreamFault) and fault.code == protocol.BAD_DTYPE
+    assert fault.episode == "e"  # readable: the open episode "e" gets closed
+    header = {"v": 2, "type": "state", "episode": "e", "step": 0}
+    fault = parse([json.dumps(header).encode()], DIM)
+    assert isinstance(fault, StreamFault)
+    assert (fault.code, fault.episode) == (protocol.BAD_VERSION, "e")
     frames = encode_state("e", 0, _state(0.0))
     head = json.loads(frames[0])
     head["reward"] = 1e400  # overflows to inf in the parser
