@@ -26,8 +26,8 @@ import json
 import logging
 import math
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 import numpy as np
@@ -315,7 +315,6 @@ class EpisodeSummary:
     path: str = ""
 
 
-@dataclass
 class StreamRecording:
     """Applies events to a sink: one recorded episode per stream episode, closed on any fault.
 
@@ -324,18 +323,24 @@ class StreamRecording:
     (``launch/record_demos.py`` then rewrites it without a ``rewards`` array).
     """
 
-    sink: EpisodeSink
-    meta: dict[str, Any] = field(default_factory=dict)
-    clock: Any = time.monotonic
-    summaries: list[EpisodeSummary] = field(default_factory=list)
-    discarded: int = 0  # messages of closed episodes or with no readable episode
-    _open: str | None = None
-    _path: str = ""
-    _steps: int = 0
-    _next_step: int = 0
-    _rewards: list[float | None] = field(default_factory=list)
-    _closed: set[str] = field(default_factory=set)
-    _started_s: float = 0.0
+    def __init__(
+        self,
+        sink: EpisodeSink,
+        meta: dict[str, Any] | None = None,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.sink = sink
+        self.meta = dict(meta or {})
+        self.clock = clock
+        self.summaries: list[EpisodeSummary] = []
+        self.discarded = 0  # messages of closed episodes or with no readable episode
+        self._open: str | None = None  # the stream id of the episode being recorded
+        self._path = ""
+        self._steps = 0
+        self._next_step = 0
+        self._rewards: list[float | None] = []
+        self._closed: set[str] = set()
+        self._started_s = 0.0
 
     @property
     def open_episode(self) -> str | None:
@@ -435,7 +440,7 @@ def record_stream(
     episodes: int = 0,
     timeout_s: float = 1.0,
     idle_timeout_s: float = 0.0,
-    should_stop: Any = None,
+    should_stop: Callable[[], bool] | None = None,
     poll_ms: float = 100.0,
 ) -> list[EpisodeSummary]:
     """Receive and record until ``episodes`` episodes are closed (0: no limit), nothing arrives
