@@ -89,6 +89,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=0.0,
         help="zmq: stop after this long without a message and no open episode (0: never)",
     )
+    p.add_argument(
+        "--insecure",
+        action="store_true",
+        help="zmq: allow --bind on a non-loopback address (the stream is not encrypted)",
+    )
     p.add_argument("--demonstrator", default="external", help="zmq: id stored as policy_id")
     p.add_argument("--flush-interval-s", type=float, default=1.0, help="recorder flush interval")
     args = p.parse_args(argv)
@@ -183,7 +188,9 @@ def record(args: argparse.Namespace) -> list[EpisodeSummary]:
             if threading.current_thread() is threading.main_thread():
                 signal.signal(signal.SIGINT, request_stop)
                 signal.signal(signal.SIGTERM, request_stop)
-            with StateReceiver(endpoint, state_dim, bind=args.connect is None) as receiver:
+            with StateReceiver(
+                endpoint, state_dim, bind=args.connect is None, insecure=args.insecure
+            ) as receiver:
                 print(f"recording {task} states ({state_dim}-d) from {receiver.endpoint} "
                       f"into {args.out}", flush=True)  # fmt: skip
                 record_stream(

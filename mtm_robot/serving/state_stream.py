@@ -35,6 +35,7 @@ import zmq
 
 from mtm_robot.serving import protocol
 from mtm_robot.serving.protocol import ProtocolError
+from mtm_robot.serving.security import is_loopback
 
 log = logging.getLogger(__name__)
 
@@ -205,9 +206,16 @@ class StateReceiver:
         bind: bool = True,
         max_message_bytes: int = 1 << 20,
         context: zmq.Context | None = None,
+        insecure: bool = False,
     ) -> None:
+        """``insecure`` allows binding a non-loopback address (the stream has no CurveZMQ)."""
         if state_dim <= 0:
             raise ValueError(f"state_dim must be positive, got {state_dim}")
+        if bind and not is_loopback(endpoint) and not insecure:
+            raise ValueError(
+                f"binding {endpoint} would let anyone on the network write demonstrations; "
+                "the state stream has no CurveZMQ: bind loopback (or tunnel), or pass insecure"
+            )
         self.state_dim = state_dim
         self.max_message_bytes = max_message_bytes
         self._own_context = context is None

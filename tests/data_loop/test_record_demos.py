@@ -207,6 +207,11 @@ def test_cli_rejects_bad_arguments(capsys):
     assert args.episodes == 0
 
 
+def test_a_non_loopback_bind_needs_insecure():
+    with pytest.raises(ValueError, match="insecure"):
+        StateReceiver("tcp://0.0.0.0:5570", DIM)
+
+
 @pytest.mark.timeout(30)
 def test_a_sender_written_from_the_protocol_doc_alone(tmp_path):
     """The example of docs/protocol.md section 11: plain pyzmq + json + numpy."""
