@@ -43,7 +43,7 @@ def plot_io_check(result: IOCheckResult, path: Path) -> None:
     axes[2].plot(states, result.state_gain, "x", label="gain")
     axes[2].axhline(1.0, color="k", lw=0.6, ls="--")
     axes[2].set_xticks(states, result.state_names, rotation=90, fontsize=7)
-    axes[2].set(title="per state element vs expected (1 = right)")
+    axes[2].set(title="per state element vs expected (1 = right)", ylim=(-1.5, 1.5))
     axes[2].legend()
     verdict = "OK" if result.ok else f"{len(result.problems)} problem(s)"
     fig.suptitle(f"{result.task}: I/O map check, {verdict}")

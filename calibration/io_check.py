@@ -31,6 +31,7 @@ from typing import Any
 import numpy as np
 
 from calibration.io_map import IOMap, MappedEnv, describe_env
+from mtm_robot.errors import ConfigError, SpecMismatchError
 from sim import registry
 
 log = logging.getLogger(__name__)
@@ -50,9 +51,9 @@ class IOCheckConfig:
 
     def __post_init__(self) -> None:
         if not 0 < self.delta <= 1:
-            raise ValueError(f"delta must be in (0, 1], got {self.delta}")
+            raise ConfigError(f"delta must be in (0, 1], got {self.delta}")
         if self.response_steps < 1 or self.rollouts < 1 or self.rollout_steps < 2:
-            raise ValueError(
+            raise ConfigError(
                 "response_steps, rollouts must be >= 1 and rollout_steps >= 2, got "
                 f"{self.response_steps}, {self.rollouts}, {self.rollout_steps}"
             )
@@ -176,7 +177,7 @@ def check_io_map(
         reference = MappedEnv(raw, reference_map, fields, actuators)
         tested = MappedEnv(raw, io_map, fields, actuators)  # raises with a diff on mismatch
         if tested.action_dim != reference.action_dim:
-            raise ValueError(
+            raise SpecMismatchError(
                 f"the map has {tested.action_dim} actions, task '{raw.task}' has "
                 f"{reference.action_dim}"
             )

@@ -35,6 +35,7 @@ from controllers.fallback import FallbackConfig
 from controllers.loop import Controller, ControllerConfig
 from controllers.safety import SafetyLimits
 from controllers.timing import LoopTimer
+from mtm_robot.errors import ConfigError
 
 
 @dataclass
@@ -51,12 +52,12 @@ class LatencyConfig:
 
     def __post_init__(self) -> None:
         if any(not (r > 0 and math.isfinite(r)) for r in self.rates_hz):
-            raise ValueError(f"rates_hz must be positive numbers, got {self.rates_hz}")
+            raise ConfigError(f"rates_hz must be positive numbers, got {self.rates_hz}")
         for name in ("round_trips", "work_samples", "timer_ticks", "ticks_per_rate"):
             if getattr(self, name) < 10:
-                raise ValueError(f"{name} must be >= 10, got {getattr(self, name)}")
+                raise ConfigError(f"{name} must be >= 10, got {getattr(self, name)}")
         if not 0 <= self.max_miss_fraction < 1:
-            raise ValueError(f"max_miss_fraction must be in [0, 1), got {self.max_miss_fraction}")
+            raise ConfigError(f"max_miss_fraction must be in [0, 1), got {self.max_miss_fraction}")
 
 
 @dataclass

@@ -101,7 +101,10 @@ def run_calibration(
     unknown = [p for p in procedures if p not in PROCEDURES]
     if unknown or not procedures:
         raise ConfigError(f"procedures must be some of {PROCEDURES}, got {procedures}")
-    task = registry.resolve(config.task)
+    try:
+        task = registry.resolve(config.task)
+    except KeyError as exc:
+        raise MTMRobotError(str(exc.args[0])) from exc
     out_dir.mkdir(parents=True, exist_ok=True)
     cal = _start_calibration(config, task, out_dir)
     outcome = CalibrationOutcome(out_dir / FILE_NAME, cal)
@@ -123,6 +126,10 @@ def run_calibration(
     header = {"task": task, "checkpoint": cal.checkpoint, "machine": machine}
 
     if "io_map" in procedures:
+        if not config.server:  # the model side too, from the checkpoint (a node checks later)
+            from mtm_robot.training.checkpoint import read_metadata, resolve_checkpoint_path
+
+            io_map.check_model(read_metadata(resolve_checkpoint_path(config.checkpoint)))
         start = time.perf_counter()
         check = check_io_map(task, io_map, config.io_check, progress)
         outcome.wall_s["io_map"] = time.perf_counter() - start

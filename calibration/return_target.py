@@ -20,7 +20,7 @@ from typing import Any
 import numpy as np
 
 from controllers.loop import Controller, ControllerConfig
-from mtm_robot.errors import MTMRobotError
+from mtm_robot.errors import ConfigError, MTMRobotError
 
 REFERENCE_FRACTIONS = [0.6, 0.7, 0.8, 0.9, 1.0, 1.1]
 
@@ -34,11 +34,13 @@ class ReturnTargetConfig:
 
     def __post_init__(self) -> None:
         if not self.fractions or any(not math.isfinite(p) for p in self.fractions):
-            raise ValueError(f"fractions must be a non-empty list of numbers, got {self.fractions}")
+            raise ConfigError(
+                f"fractions must be a non-empty list of numbers, got {self.fractions}"
+            )
         if self.episodes < 1:
-            raise ValueError(f"episodes must be >= 1, got {self.episodes}")
+            raise ConfigError(f"episodes must be >= 1, got {self.episodes}")
         if self.max_steps < 0:
-            raise ValueError(f"max_steps must be >= 0, got {self.max_steps}")
+            raise ConfigError(f"max_steps must be >= 0, got {self.max_steps}")
 
 
 @dataclass

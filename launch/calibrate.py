@@ -38,6 +38,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 from calibration.procedures import CALIBRATION_MODES, CalibrationConfig, run_calibration
 from mtm_robot.cli import flag_overrides, run
 from mtm_robot.config import load_config
+from mtm_robot.errors import MTMRobotError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -135,7 +136,10 @@ def main(argv: list[str] | None = None) -> int:
     config = build_config(args)
     from sim.registry import resolve
 
-    task = resolve(config.task)
+    try:
+        task = resolve(config.task)
+    except KeyError as exc:  # an unknown task: the message lists the known ones
+        raise MTMRobotError(str(exc.args[0])) from exc
     out = args.out or Path("runs") / "calibration" / f"{task}-{time.strftime('%Y%m%d-%H%M%S')}"
     run = procedures(args)
     print(f"{task}: calibrating {', '.join(run)}; checkpoint {config.server or config.checkpoint}")
