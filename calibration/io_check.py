@@ -353,7 +353,11 @@ def _rollout_states(
         for _ in range(c.rollout_steps):
             ref.append(reference_map.state_from_raw(obs))
             test.append(io_map.state_from_raw(obs))
-            obs, *_ = raw.step(rng.uniform(raw.action_low, raw.action_high))
+            obs, _, terminated, truncated, _ = raw.step(
+                rng.uniform(raw.action_low, raw.action_high)
+            )
+            if terminated or truncated:
+                break
         bar.update()
     return np.asarray(ref), np.asarray(test)
 

@@ -428,7 +428,7 @@ def describe_env(env: Any) -> tuple[list[tuple[str, int]], list[str]]:
         model, _ = env._mj()  # the adapters' MuJoCo model; no public accessor yet
     if actuators is None:
         assert model is not None
-        actuators = [model.actuator(i).name or f"actuator{i}" for i in range(model.nu)]
+        actuators = [_actuator_name(model, i) for i in range(model.nu)]
     if sizes is None:
         assert model is not None
         by_name = {
@@ -451,6 +451,17 @@ def describe_env(env: Any) -> tuple[list[tuple[str, int]], list[str]]:
             f"{env.task}: observation fields {fields} do not add up to {env.observation_dim}"
         )
     return fields, list(actuators)
+
+
+def _actuator_name(model: Any, i: int) -> str:
+    """The actuator's name, else the joint it drives (unnamed MJCF motors), else its index."""
+    if model.actuator(i).name:
+        return str(model.actuator(i).name)
+    if int(model.actuator_trntype[i]) == 0:  # mjTRN_JOINT
+        joint = model.joint(int(model.actuator_trnid[i, 0])).name
+        if joint:
+            return str(joint)
+    return f"actuator{i}"
 
 
 def mapped_env(env: Any, io_map: IOMap | None = None) -> MappedEnv:

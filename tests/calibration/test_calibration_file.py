@@ -84,3 +84,16 @@ def test_unknown_keys_and_versions_are_errors(tmp_path):
     path.write_text("format_version: 2\n")
     with pytest.raises(ConfigError, match=r"format_version 2, expected 1"):
         load_calibration(path)
+
+
+def test_a_session_refuses_a_map_that_does_not_fit_its_task(tmp_path):
+    from calibration.io_map import ActionChannel, IOMap, save_io_map
+    from controllers.session import run_session
+    from mtm_robot.errors import SpecMismatchError
+
+    point_mass = IOMap.identity("mujoco-pointmass", [("qpos", 2), ("qvel", 2)], ["x", "y"])
+    point_mass.action = [ActionChannel("y"), ActionChannel("x")]
+    save_io_map(point_mass, tmp_path / "map.yaml")
+    config = SessionConfig(task="walker", io_map=str(tmp_path / "map.yaml"), episodes=1)
+    with pytest.raises(SpecMismatchError, match=r"does not fit task 'walker-walk'"):
+        run_session(config, tmp_path / "run", progress=False)

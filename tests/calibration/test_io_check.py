@@ -88,3 +88,17 @@ def test_a_map_for_another_robot_is_a_diff_not_a_check():
     m.action[0].actuator = "hip_r"
     with pytest.raises(SpecMismatchError, match=r"missing \['right_hip'\], unknown \['hip_r'\]"):
         check_io_map("walker", m)
+
+
+@pytest.mark.parametrize("task", ["cheetah-run", "Hopper-v5", "Walker2d-v5"])
+def test_every_kind_of_simulator_swap_and_flip(task):
+    """dm_control with contacts at reset, gymnasium with unnamed motors (named by joint)."""
+    m = _identity(task)
+    assert check_io_map(task, m).ok
+    names = list(m.actuators)
+    last = len(names) - 1
+    m.action[0].actuator, m.action[last].actuator = names[last], names[0]
+    m.action[1].scale = -1.0
+    m.__post_init__()
+    result = check_io_map(task, m)
+    assert _kinds(result) == [("order", sorted([names[0], names[last]])), ("sign", [names[1]])]
