@@ -207,11 +207,45 @@ def check_io_map(
         raw.close()
 
     names = list(actuators[:n_actions])
-    problems: list[Problem] = []
-    notes: list[str] = [f"excited from the reset state of seed {start_seed}"]
+    notes = [f"excited from the reset state of seed {start_seed}"]
     if start_seed < 0:
         notes[0] = f"no contact-free reset state in seeds {c.seed}..{c.seed + 19}: excited "
         notes[0] += f"from seed {c.seed}, with contacts (responses may be less linear)"
+    similarity, gain, offset, problems = _action_problems(
+        ref_resp, test_resp, neutral_diff, half, names, c, notes
+    )
+    state_names = reference_map.state_names()
+    corr, sgain, soffset, sproblems = _state_problems(ref_states, test_states, state_names, c)
+    return IOCheckResult(
+        raw.task,
+        names,
+        state_names,
+        joint_names,
+        problems + sproblems,
+        similarity,
+        gain,
+        offset,
+        ref_resp,
+        test_resp,
+        corr,
+        sgain,
+        soffset,
+        notes,
+    )
+
+
+def _action_problems(
+    ref_resp: np.ndarray,
+    test_resp: np.ndarray,
+    neutral_diff: np.ndarray,
+    half: np.ndarray,
+    names: list[str],
+    c: IOCheckConfig,
+    notes: list[str],
+) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[Problem]]:
+    """(similarity, gain, offset, problems) of the actions from their joint responses."""
+    n_actions = len(names)
+    problems: list[Problem] = []
     separation = np.abs(_cosine(ref_resp, ref_resp)) - np.eye(n_actions)
     if separation.max() >= c.min_similarity:
         i, j = (int(v) for v in np.unravel_index(int(np.argmax(separation)), separation.shape))
@@ -274,24 +308,7 @@ def check_io_map(
                 "model asks for neutral",
             )
         )
-    state_names = reference_map.state_names()
-    corr, sgain, soffset, sproblems = _state_problems(ref_states, test_states, state_names, c)
-    return IOCheckResult(
-        raw.task,
-        names,
-        state_names,
-        joint_names,
-        problems + sproblems,
-        similarity,
-        gain,
-        offset,
-        ref_resp,
-        test_resp,
-        corr,
-        sgain,
-        soffset,
-        notes,
-    )
+    return similarity, gain, offset, problems
 
 
 def _contact_free_start(

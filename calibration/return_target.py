@@ -28,7 +28,7 @@ REFERENCE_FRACTIONS = [0.6, 0.7, 0.8, 0.9, 1.0, 1.1]
 @dataclass
 class ReturnTargetConfig:
     fractions: list[float] = field(default_factory=lambda: list(REFERENCE_FRACTIONS))
-    episodes: int = 2  # per fraction, the same seeds for every fraction
+    episodes: int = 5  # per fraction, the same seeds for every fraction
     max_steps: int = 0  # 0: whole episodes
     seed: int = 50_000_200  # reset seeds (calibration range)
 

@@ -72,7 +72,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="P",
         help="return target: fractions of the return range (default 0.6 0.7 0.8 0.9 1.0 1.1)",
     )
-    p.add_argument("--episodes", type=int, help="return target: episodes per fraction (default 2)")
+    p.add_argument("--episodes", type=int, help="return target: episodes per fraction (default 5)")
     p.add_argument(
         "--max-steps", type=int, help="return target: steps per episode (default: whole episodes)"
     )
