@@ -167,7 +167,7 @@ def main() -> None:
         f"## Data collection throughput ({task}, one worker)",
         "",
         f"`python bench/collect_throughput.py --task {task} --episodes {args.episodes}`; "
-        f"{platform.machine()} {platform.processor() or ''} ({_cpu_name()}), 1 process, "
+        f"{_cpu_name()} ({platform.machine()}), 1 process, "
         f"1 thread, python {platform.python_version()}. Policy: {policy_label}.",
     ]
     if args.note:
