@@ -49,7 +49,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--policy-dir", help="folder with expert/medium/replay policies")
     parser.add_argument(
-        "--overwrite", action="store_true", help="allow writing into a non-empty --out"
+        "--overwrite",
+        action="store_true",
+        help="delete the episode files and summary already in --out first",
     )
     args = parser.parse_args(argv)
     if args.episodes <= 0 or args.workers <= 0:
@@ -65,8 +67,12 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     task = resolve(args.task)
     out = Path(args.out)
-    if out.exists() and any(out.glob("episode_*.npz")) and not args.overwrite:
-        sys.exit(f"{out} already holds episodes; use another --out or --overwrite")
+    existing = sorted(out.glob("episode_*.npz")) if out.exists() else []
+    if existing and not args.overwrite:
+        sys.exit(f"{out} already holds {len(existing)} episodes; use another --out or --overwrite")
+    for path in existing:  # never mix two collections in one folder
+        path.unlink()
+    (out / "summary.json").unlink(missing_ok=True)
     out.mkdir(parents=True, exist_ok=True)
     policy_dir = None
     if args.recipe != "random":
