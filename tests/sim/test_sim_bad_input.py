@@ -76,3 +76,17 @@ def test_mjcf_without_limited_actuators_is_rejected(tmp_path: Path) -> None:
     )
     with pytest.raises(ValueError, match="ctrllimited"):
         sim.make(f"mjcf:{xml}")
+
+
+def test_any_mjcf_file_is_a_task(tmp_path: Path) -> None:
+    from sim.mujoco_env import POINT_MASS_XML
+
+    xml = tmp_path / "pointmass.xml"
+    xml.write_text(POINT_MASS_XML)
+    with sim.make(f"mjcf:{xml}", seed=0) as env:
+        obs, _ = env.reset()
+        assert obs.shape == (4,)
+        assert (env.observation_dim, env.action_dim) == (4, 2)
+        assert env.control_hz == 100.0  # no control rate given: one physics step per action
+        _, reward, *_ = env.step(np.array([0.5, -0.5]))
+        assert reward == 0.0  # raw MJCF files have no task reward
