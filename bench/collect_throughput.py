@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import platform
+import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -26,6 +27,8 @@ from typing import Any
 
 import numpy as np
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from bench.report import write_section
 from sim.datasets import CollectJob, collect_episodes, rollout
 from sim.env import SimEnv
 from sim.experts.policy import ExpertPolicy, save_actor, shipped_expert
@@ -136,7 +139,11 @@ def main() -> None:
     )
     parser.add_argument("--task", default="walker", help="registered task")
     parser.add_argument("--episodes", type=int, default=5, help="episodes per measurement")
-    parser.add_argument("--out", default=None, help="markdown file to write the section to")
+    parser.add_argument(
+        "--out",
+        default=None,
+        help="write to this file instead of the section of docs/benchmarks.md",
+    )
     parser.add_argument("--note", default="", help="a line about the machine's load")
     args = parser.parse_args()
     task = resolve(args.task)
@@ -189,6 +196,8 @@ def main() -> None:
     print(text)
     if args.out:
         Path(args.out).write_text(text)
+    else:
+        write_section("collect-throughput", text)
 
 
 def _cpu_name() -> str:
