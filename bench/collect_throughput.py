@@ -1,6 +1,6 @@
 """Data-collection throughput on one worker: env steps/s and per-step latency (p50/p99).
 
-    python bench/collect_throughput.py --task walker --episodes 5 --out docs/benchmarks-collect.md
+    python bench/collect_throughput.py --task walker --episodes 5   # writes docs/benchmarks.md
 
 Measured in one run, one process, one thread, on the same task:
 
