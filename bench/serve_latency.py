@@ -345,9 +345,12 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--out", type=Path, default=None,
-                        help="write to this file instead of the serving section of "
-                        "docs/benchmarks.md")
+    parser.add_argument(
+        "--out",
+        type=Path,
+        default=None,
+        help="write to this file instead of the serving section of docs/benchmarks.md",
+    )
     parser.add_argument("--quick", action="store_true", help="fewer samples (smoke run)")
     parser.add_argument("--clients", default="1,8,32", help="concurrent client counts")
     parser.add_argument("--duration-s", type=float, default=3.0, help="per throughput point")
