@@ -66,6 +66,16 @@ class ReturnTargetResult:
     def best_target(self) -> float:
         return self.targets[self.best_index]
 
+    @property
+    def notes(self) -> list[str]:
+        fractions = sorted(self.fractions)
+        if len(fractions) > 1 and self.best_fraction in (fractions[0], fractions[-1]):
+            return [
+                f"the best fraction {self.best_fraction:g} is at the edge of the sweep: "
+                "a fraction beyond it may be better (extend --fractions)"
+            ]
+        return []
+
     def to_dict(self) -> dict[str, Any]:
         rows = []
         for i, (p, target) in enumerate(zip(self.fractions, self.targets)):
@@ -89,6 +99,7 @@ class ReturnTargetResult:
             "seeds": self.seeds,
             "steps_per_episode": self.steps,
             "sweep": rows,
+            "notes": self.notes,
         }
 
 

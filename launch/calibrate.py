@@ -172,6 +172,8 @@ def main(argv: list[str] | None = None) -> int:
             f"return target: best fraction {sweep.best_fraction:g} -> target "
             f"{sweep.best_target:.4g} (mean return per fraction {means})"
         )
+        for note in sweep.notes:
+            print(f"  - {note}")
     for skipped in outcome.skipped:
         print(f"skipped {skipped}")
     print(f"wall time {total:.1f} s; calibration file: {outcome.path}")

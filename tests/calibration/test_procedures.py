@@ -85,6 +85,12 @@ def test_return_target_sweep_picks_the_best_fraction_on_shared_seeds():
     assert result.scores is not None
     np.testing.assert_allclose(result.scores, 2 * result.returns)
     assert result.to_dict()["best"]["fraction"] == 0.8
+    assert result.notes == []
+    edge = sweep_return_target(
+        ToyEnv(), FakeClient(), METADATA, config=ReturnTargetConfig([0.2, 0.4])
+    )
+    assert edge.best_fraction == 0.4
+    assert "0.4 is at the edge of the sweep" in edge.notes[0]
 
 
 def test_return_target_needs_a_return_range_and_a_target_mode():
