@@ -76,6 +76,7 @@ class CalibrationOutcome:
 
 
 def _write_yaml(path: Path, data: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(yaml.safe_dump(data, sort_keys=False, width=100))
 
 
