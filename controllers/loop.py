@@ -78,7 +78,8 @@ class ControllerConfig:
     deadline_margin_ms: float = 1.0  # the request budget ends this long before the next tick
     lockstep_timeout_ms: float = 10_000.0
     max_action_delta: float | None = None  # per-tick rate limit (action units)
-    future_states: int = 1  # inverse_dynamics: desired states sent per request
+    future_states: int = 2  # inverse_dynamics: desired states per request (2: chosen on validation
+    # seeds 41,000,000+, see docs/default-model.md)
     fallback: FallbackConfig = field(default_factory=FallbackConfig)
     max_steps: int = 0  # 0 = until the environment ends the episode
 
