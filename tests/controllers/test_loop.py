@@ -142,7 +142,7 @@ def test_inverse_dynamics_sends_desired_states_from_the_reference():
         ToyEnv(), policy, ControllerConfig(mode="inverse_dynamics"), reference=ref, clock=clock
     )
     controller.run_episode(seed=0)
-    np.testing.assert_allclose(policy.requests[3]["future_states"], ref.states[[4]])
+    np.testing.assert_allclose(policy.requests[3]["future_states"], ref.states[[4, 5]])
     with pytest.raises(ValueError, match="reference"):
         Controller(ToyEnv(), policy, ControllerConfig(mode="inverse_dynamics"))
     with pytest.raises(ValueError, match="dim 3"):
