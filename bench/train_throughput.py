@@ -117,21 +117,23 @@ def main() -> None:
             for _ in range(2):
                 step()
         for r in range(args.rounds):
-            for name, step in runners.items():
-                for _ in range(args.steps_per_round):
+            for _ in range(args.steps_per_round):  # one step of each in turn: load hits all
+                for name, step in runners.items():
                     start = time.perf_counter()
                     step()
                     times[name].append(time.perf_counter() - start)
             print(f"round {r + 1}/{args.rounds} done", flush=True)
-    base = float(np.mean(times["reference eager, fp32 (baseline)"]))
+    # medians, not means: robust to other jobs' bursts on a shared machine
+    base = float(np.median(times["reference eager, fp32 (baseline)"]))
     rows = []
     for name, samples in times.items():
         p50, p99 = percentiles_ms(samples)
-        rate = args.batch / float(np.mean(samples))
+        rate = args.batch / float(np.median(samples))
         rows.append(
-            f"| {name} | {p50:.0f} | {p99:.0f} | {rate:.0f} | {base / np.mean(samples):.2f}x |"
+            f"| {name} | {p50:.0f} | {p99:.0f} | {rate:.0f} | {base / np.median(samples):.2f}x |"
         )
     table = "\n".join(rows)
+    n_steps = len(times[next(iter(times))])
     command = (
         f"python bench/train_throughput.py --batch {args.batch} --rounds {args.rounds} "
         f"--steps-per-round {args.steps_per_round} --threads {args.threads}"
@@ -139,10 +141,10 @@ def main() -> None:
     md = f"""## Training throughput (issue: MTM core)
 
 Reference configuration (width 512, 2+1 layers, 4 heads, L=4, dims 24/6/1), batch {args.batch},
-{args.threads} torch thread(s), {len(times[next(iter(times))])} timed steps each, alternating
-rounds. Hardware: {hardware()}.
+{args.threads} torch thread(s), {n_steps} timed steps each (one step of each implementation
+in turn, so machine load affects all alike). Hardware: {hardware()}.
 
-| implementation | step p50 (ms) | step p99 (ms) | segments/s | speed-up vs baseline |
+| implementation | step p50 (ms) | step p99 (ms) | segments/s (p50) | speed-up (p50) |
 | --- | --- | --- | --- | --- |
 {table}
 

@@ -197,9 +197,7 @@ class Trainer:
             ).to(self.device, non_blocking=True)
         m = {n: torch.from_numpy(v).to(self.device) for n, v in mask.items()}
         self._set_lr()
-        with torch.autocast(
-            self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"
-        ):
+        with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.bf16):
             out = (self.ddp or self.model)(x, m)
         weights = None
         if group != "labelled":  # loss only over the modalities this data has
