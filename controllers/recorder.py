@@ -40,7 +40,7 @@ class RecorderConfig:
 class _Step:
     state: np.ndarray
     action: np.ndarray | None
-    reward: float
+    reward: float | None
     physics: np.ndarray | None
     t_s: float
     telemetry: dict[str, Any]
@@ -129,7 +129,7 @@ class EpisodeRecorder:
         self,
         state: np.ndarray,
         action: np.ndarray | None,
-        reward: float,
+        reward: float | None,
         physics: np.ndarray | None,
         t_s: float,
         **telemetry: Any,
@@ -204,14 +204,15 @@ class EpisodeRecorder:
                 elif kind in ("end", "stop"):
                     flush()
                     if index is not None:
-                        self._finish(index, dict(meta, **(payload or {}), complete=kind == "end"))
+                        closing = {**meta, **(payload or {}), "complete": kind == "end"}
+                        self._finish(index, closing)
                     index = None
                     if kind == "stop":
                         return
                 if time.monotonic() - last_flush >= self.config.flush_interval_s:
                     flush()
-            except OSError as exc:  # disk full, permissions: report, keep the loop alive
-                self.errors.append(str(exc))
+            except Exception as exc:  # disk full, bad data: report, never let the writer die
+                self.errors.append(f"{type(exc).__name__}: {exc}")
                 log.error("recorder could not write: %s", exc)
 
     @staticmethod
@@ -224,7 +225,7 @@ class EpisodeRecorder:
         return Episode(
             np.stack([np.asarray(s.state, dtype=np.float32) for s in steps]),
             stacked([s.action for s in steps]),
-            np.array([float(s.reward) for s in steps]),
+            stacked([s.reward for s in steps]),  # no rewards array if any step lacks one
             stacked([s.physics for s in steps]),
             np.array([s.t_s for s in steps]),
             meta,

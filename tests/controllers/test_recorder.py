@@ -131,3 +131,17 @@ def test_kill_9_the_controller_mid_recording(tmp_path):
     steps_before_kill = 0.4 * 80
     assert len(partial) >= steps_before_kill - 20 - 8
     assert time.monotonic() - killed_at < 60
+
+
+def test_steps_without_reward_and_closing_metadata(tmp_path):
+    with EpisodeRecorder(tmp_path) as rec:
+        rec.begin({"task": "toy"})
+        for t in range(5):
+            rec.record(np.full(3, t), None, None, None, t * 0.1)
+        rec.end(complete=False, reason="operator stopped", truncated=True)
+    episode = load_episode(episode_paths(tmp_path)[0])
+    assert episode.rewards is None
+    assert episode.actions is None
+    assert episode.meta["reason"] == "operator stopped"
+    assert episode.meta["complete"] is True  # the recorder decides: it saw the end
+    assert rec.errors == []
