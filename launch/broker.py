@@ -17,10 +17,9 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
-import sys
 import threading
 
-from mtm_robot.errors import MTMRobotError
+from mtm_robot.cli import run
 from mtm_robot.serving.broker import Broker
 from mtm_robot.serving.security import CurveClient, CurveServer
 
@@ -67,8 +66,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except MTMRobotError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run(main)

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
+from mtm_robot.cli import run
 from mtm_robot.errors import MTMRobotError
 from mtm_robot.export.onnx import export_onnx, quantize_int8
 from mtm_robot.inference import torch_forward
@@ -95,8 +96,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except MTMRobotError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run(main)

@@ -16,12 +16,11 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
-import sys
 from pathlib import Path
 from types import FrameType
 
+from mtm_robot.cli import run
 from mtm_robot.config import load_config
-from mtm_robot.errors import MTMRobotError
 from mtm_robot.serving.server import InferenceNode, ServeConfig
 
 
@@ -109,8 +108,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except MTMRobotError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run(main)
