@@ -36,8 +36,8 @@ from calibration.return_target import (
 )
 from mtm_robot.config import to_dict
 from mtm_robot.errors import ConfigError, MTMRobotError
-from mtm_robot.serving.client import NodeClient, NodeTimeoutError
-from mtm_robot.serving.process import NodeProcess
+from mtm_robot.serving.client import NodeClient
+from mtm_robot.serving.process import NodeProcess, open_node
 from sim import registry
 
 log = logging.getLogger(__name__)
@@ -174,17 +174,13 @@ def _with_node(
     node: NodeProcess | None = None
     env = registry.make(task)
     try:
-        if config.server:
-            endpoint = config.server
-            with NodeClient(endpoint, timeout_ms=2000) as probe:
-                try:
-                    metadata = probe.metadata(timeout_ms=2000)
-                except NodeTimeoutError as exc:
-                    raise MTMRobotError(f"no inference node answers at {endpoint}") from exc
-        else:
-            node = NodeProcess(config.checkpoint, out_dir / "node.log", config.node_args)
-            metadata = node.start(config.node_ready_timeout_s)
-            endpoint = node.endpoint
+        endpoint, metadata, node = open_node(
+            config.server,
+            config.checkpoint,
+            out_dir / "node.log",
+            config.node_args,
+            config.node_ready_timeout_s,
+        )
         io_map.check_model(metadata)
         model_id = str(metadata.get("model_id", ""))
         if cal.model_id and cal.model_id != model_id:

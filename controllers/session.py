@@ -22,8 +22,8 @@ from controllers.recorder import EpisodeRecorder
 from controllers.reference import ReferenceTrajectory
 from controllers.timing import set_realtime_priority
 from mtm_robot.errors import MTMRobotError, SpecMismatchError
-from mtm_robot.serving.client import NodeClient, NodeTimeoutError
-from mtm_robot.serving.process import NodeProcess
+from mtm_robot.serving.client import NodeClient
+from mtm_robot.serving.process import NodeProcess, open_node
 from sim import registry
 
 log = logging.getLogger(__name__)
@@ -125,19 +125,14 @@ def run_session(config: SessionConfig, run_dir: Path, progress: bool = True) -> 
     recorder: EpisodeRecorder | None = None
     start = time.perf_counter()
     try:
-        if c.server:
-            endpoint = c.server
-            with NodeClient(endpoint, timeout_ms=2000) as probe:
-                try:
-                    metadata = probe.metadata(timeout_ms=2000)
-                except NodeTimeoutError as exc:
-                    raise MTMRobotError(f"no inference node answers at {endpoint}") from exc
-        else:
-            node = NodeProcess(
-                c.checkpoint, run_dir / "node.log", c.node_args, rt_priority=c.rt_priority
-            )
-            metadata = node.start(c.node_ready_timeout_s)
-            endpoint = node.endpoint
+        endpoint, metadata, node = open_node(
+            c.server,
+            c.checkpoint,
+            run_dir / "node.log",
+            c.node_args,
+            c.node_ready_timeout_s,
+            c.rt_priority,
+        )
         if isinstance(env, MappedEnv):
             env.io_map.check_model(metadata)
         check_model_fits_task(

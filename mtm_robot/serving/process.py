@@ -13,6 +13,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from mtm_robot.errors import MTMRobotError
 from mtm_robot.serving.client import NodeClient, NodeTimeoutError
@@ -118,3 +119,27 @@ class NodeProcess:
 
     def __exit__(self, *exc: object) -> None:
         self.stop()
+
+
+def open_node(
+    server: str,
+    checkpoint: str,
+    log_path: Path,
+    node_args: list[str] | None = None,
+    ready_timeout_s: float = 120.0,
+    rt_priority: int = 0,
+) -> tuple[str, dict[str, Any], NodeProcess | None]:
+    """Use the node at ``server`` if given, else start one serving ``checkpoint``.
+
+    Returns (endpoint, the node's metadata, the started process or None); the caller stops a
+    started process. An unreachable ``server`` is a clear error.
+    """
+    if server:
+        with NodeClient(server, timeout_ms=2000) as probe:
+            try:
+                return server, probe.metadata(timeout_ms=2000), None
+            except NodeTimeoutError as exc:
+                raise MTMRobotError(f"no inference node answers at {server}") from exc
+    node = NodeProcess(checkpoint, log_path, node_args, rt_priority=rt_priority)
+    metadata = node.start(ready_timeout_s)
+    return node.endpoint, metadata, node
