@@ -8,19 +8,13 @@ from mtm_robot.errors import ConfigError
 from mtm_robot.export.onnx import export_onnx, read_onnx_metadata
 from mtm_robot.inference import Predictor, torch_forward
 from mtm_robot.model import masks as mask_lib
+from mtm_robot.model.masks import INFERENCE_MODES
 from mtm_robot.serving.backends import BackendConfig, OnnxForward, load_engine
 from mtm_robot.training.checkpoint import load_checkpoint
 
 from .conftest import SPEC, random_context
 
-MODES = (
-    "behavior_cloning",
-    "return_conditioned",
-    "inverse_dynamics",
-    "forward_dynamics",
-    "goal",
-    "two_stage",
-)
+MODES = INFERENCE_MODES  # every mode a request can ask for
 
 
 @pytest.fixture(scope="module")

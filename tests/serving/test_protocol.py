@@ -5,19 +5,13 @@ import json
 import numpy as np
 import pytest
 
+from mtm_robot.model.masks import INFERENCE_MODES
 from mtm_robot.serving import protocol as wire
 from mtm_robot.serving.contexts import context_from_message, deadline_ms
 
 from .conftest import SPEC
 
-MODES = (
-    "behavior_cloning",
-    "return_conditioned",
-    "inverse_dynamics",
-    "forward_dynamics",
-    "goal",
-    "two_stage",
-)
+MODES = INFERENCE_MODES  # every mode a request can ask for
 
 
 def _frames(header: dict, arrays: dict[str, np.ndarray] | None = None) -> list[bytes]:

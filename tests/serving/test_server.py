@@ -10,6 +10,7 @@ import zmq
 
 from mtm_robot.errors import ConfigError
 from mtm_robot.inference import Predictor, torch_forward
+from mtm_robot.model.masks import INFERENCE_MODES
 from mtm_robot.model.mtm import DataSpec
 from mtm_robot.serving import protocol as wire
 from mtm_robot.serving.backends import Engine
@@ -20,14 +21,7 @@ from mtm_robot.training.checkpoint import load_checkpoint
 
 from .conftest import direct_predictor, make_checkpoint, random_context, wait_for
 
-MODES = (
-    "behavior_cloning",
-    "return_conditioned",
-    "inverse_dynamics",
-    "forward_dynamics",
-    "goal",
-    "two_stage",
-)
+MODES = INFERENCE_MODES  # every mode a request can ask for
 
 
 class GatedForward:
