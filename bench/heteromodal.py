@@ -29,7 +29,6 @@ import json
 import os
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -40,85 +39,17 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import torch
 
 from bench.report import hardware, write_section
-from controllers.safety import SafetyLimits
+from bench.rollouts import MTMPolicy, evaluate_batched
 from controllers.session import EVALUATION_SEED_BASE, SessionConfig, resolve_target
 from mtm_robot.config import load_config
 from mtm_robot.data.episodes import Episode, load_episodes
-from mtm_robot.inference import Context, Predictor
+from mtm_robot.inference import Predictor
 from mtm_robot.training.checkpoint import load_checkpoint
 from mtm_robot.training.train import TrainConfig, Trainer
-from sim import registry
 
 ROOT = Path(__file__).resolve().parents[1]
 MODES = ("return_conditioned", "two_stage")
 ARMS = ("labelled-only", "heteromodal")
-
-
-@dataclass
-class EvalResult:
-    mode: str
-    returns: np.ndarray  # (episodes,)
-    scores: np.ndarray  # normalised
-    wall_s: float
-
-
-def evaluate_batched(
-    predictor: Predictor,
-    task: str,
-    mode: str,
-    seeds: list[int],
-    return_target: float | None,
-    history: int = 2,
-    max_steps: int = 0,
-) -> EvalResult:
-    """Run one episode per seed in parallel, one batched forward per control step.
-
-    Mirrors the lockstep controller: ``history`` past (state, applied action) pairs per
-    request, the reply's action clipped to the action bounds, the episode ends on termination,
-    truncation or ``max_steps`` (0: none).
-    """
-    start = time.perf_counter()
-    envs = [registry.make(task) for _ in seeds]
-    try:
-        states = [env.reset(seed=seed)[0] for env, seed in zip(envs, seeds)]
-        low, high = envs[0].action_low, envs[0].action_high
-        neutral = (np.asarray(low) + np.asarray(high)) / 2
-        limits = [SafetyLimits(low, high) for _ in envs]
-        hist_s: list[list[np.ndarray]] = [[] for _ in envs]
-        hist_a: list[list[np.ndarray]] = [[] for _ in envs]
-        returns = np.zeros(len(envs))
-        active = list(range(len(envs)))
-        step = 0
-        while active and not (max_steps and step >= max_steps):
-            contexts = [
-                Context(
-                    mode,
-                    np.asarray(states[i], np.float32),
-                    np.asarray(hist_s[i], np.float32) if hist_s[i] else None,
-                    np.asarray(hist_a[i], np.float32) if hist_a[i] else None,
-                    return_target=return_target,
-                )
-                for i in active
-            ]
-            predictions = predictor.predict_batch(contexts)
-            still = []
-            for i, prediction in zip(active, predictions):
-                applied = limits[i].apply(prediction.action, None, neutral)
-                next_state, reward, terminated, truncated, _ = envs[i].step(applied)
-                returns[i] += reward
-                if history:
-                    hist_s[i] = [*hist_s[i], states[i]][-history:]
-                    hist_a[i] = [*hist_a[i], applied][-history:]
-                states[i] = next_state
-                if not (terminated or truncated):
-                    still.append(i)
-            active = still
-            step += 1
-    finally:
-        for env in envs:
-            env.close()
-    scores = np.array([registry.normalized_score(task, r) for r in returns])
-    return EvalResult(mode, returns, scores, time.perf_counter() - start)
 
 
 def split_expert_data(
@@ -226,7 +157,8 @@ def main(argv: list[str] | None = None) -> int:
             "model_id": checkpoint.model_id,
         }
         for mode in MODES:
-            r = evaluate_batched(predictor, task, mode, seeds, target, max_steps=args.max_steps)
+            policy = MTMPolicy(predictor, mode, target)
+            r = evaluate_batched(policy, task, seeds, max_steps=args.max_steps)
             print(f"{arm} {mode}: score {r.scores.mean():.1f} ± {r.scores.std():.1f} "
                   f"({len(seeds)} episodes, {r.wall_s:.0f} s)", flush=True)  # fmt: skip
             row[mode] = r.scores.tolist()

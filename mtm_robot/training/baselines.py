@@ -22,12 +22,13 @@ from typing import Any
 import numpy as np
 import torch
 import yaml
-from safetensors.torch import save_file
+from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm import tqdm
 
 from mtm_robot.config import to_dict
 from mtm_robot.data.episodes import Episode
+from mtm_robot.data.normalize import Normalizer
 from mtm_robot.data.segments import DataConfig, build_dataset
 
 BASELINE_TASKS = ("behavior_cloning", "return_conditioned", "inverse_dynamics", "forward_dynamics")
@@ -49,6 +50,7 @@ class BaselineConfig:
     batch_size: int = 1024
     eval_every: int = 2000
     seed: int = 0
+    device: str = "cpu"  # cpu | cuda | auto
     data: DataConfig = field(default_factory=lambda: DataConfig(segment_length=2))
 
 
@@ -94,7 +96,8 @@ def train_baseline(
     out_name = _IO[task][1][0]
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    model = MLP(val_x.shape[1], val_y.shape[1], config.hidden, config.layers)
+    device = _device(config.device)
+    model = MLP(val_x.shape[1], val_y.shape[1], config.hidden, config.layers).to(device)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
     )
@@ -102,7 +105,7 @@ def train_baseline(
     def held_out() -> float:
         model.eval()
         with torch.no_grad():
-            pred = model(torch.from_numpy(val_x)).numpy()
+            pred = model(torch.from_numpy(val_x).to(device)).cpu().numpy()
         model.train()
         raw_pred = data.normalizer.denormalize(out_name, pred)
         raw_true = data.normalizer.denormalize(out_name, val_y)
@@ -112,7 +115,8 @@ def train_baseline(
     with open(out / "metrics.jsonl", "a") as log:
         for step in tqdm(range(1, config.steps + 1), disable=not progress, desc=f"mlp-{task}"):
             x, y = _io(task, group.sample(rng, config.batch_size))
-            loss = nn.functional.mse_loss(model(torch.from_numpy(x)), torch.from_numpy(y))
+            prediction = model(torch.from_numpy(x).to(device, non_blocking=True))
+            loss = nn.functional.mse_loss(prediction, torch.from_numpy(y).to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -121,15 +125,65 @@ def train_baseline(
                 log.write(json.dumps({"step": step, **metrics}) + "\n")
                 log.flush()
     save_file(
-        {k: v.contiguous() for k, v in model.state_dict().items()},
+        {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()},
         str(out / "baseline.safetensors"),
     )
     meta = {
         "task": task,
         "config": to_dict(config),
         "normalizer": data.normalizer.to_dict(),
+        "return_stats": {k: v for k, v in data.stats.items() if k.startswith("return")},
         "metrics": metrics,
         "provenance": provenance or {},
     }
     (out / "baseline.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
     return metrics
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda"):
+        raise ValueError(f"baseline device must be cpu, cuda or auto, got '{name}'")
+    return torch.device(name)
+
+
+@dataclass
+class Baseline:
+    """A trained baseline, answering in physical units."""
+
+    task: str
+    model: MLP
+    normalizer: Normalizer
+    metadata: dict[str, Any]
+
+    @property
+    def inputs(self) -> list[str]:
+        """The modality of each input, in order (``states`` twice for inverse dynamics)."""
+        return [name for name, _ in _IO[self.task][0]]
+
+    def predict(self, *inputs: np.ndarray) -> np.ndarray:
+        """Batched prediction: one (B, k) array per input, raw units in, raw units out."""
+        names = self.inputs
+        if len(inputs) != len(names):
+            raise ValueError(f"{self.task} takes {len(names)} inputs ({names}), got {len(inputs)}")
+        parts = [
+            self.normalizer.normalize(n, np.asarray(v, np.float32)) for n, v in zip(names, inputs)
+        ]
+        x = np.concatenate(parts, axis=1)
+        with torch.no_grad():
+            y = self.model(torch.from_numpy(x.astype(np.float32))).numpy()
+        return self.normalizer.denormalize(_IO[self.task][1][0], y)
+
+
+def load_baseline(directory: str | Path) -> Baseline:
+    """Load what ``train_baseline`` wrote into ``directory`` (CPU)."""
+    directory = Path(directory)
+    meta = yaml.safe_load((directory / "baseline.yaml").read_text())
+    weights = load_file(str(directory / "baseline.safetensors"))
+    config = meta["config"]
+    first, last = weights["net.0.weight"], weights[f"net.{2 * config['layers']}.weight"]
+    model = MLP(first.shape[1], last.shape[0], config["hidden"], config["layers"])
+    model.load_state_dict(weights)
+    model.eval()
+    return Baseline(meta["task"], model, Normalizer.from_dict(meta["normalizer"]), meta)

@@ -179,7 +179,9 @@ class Trainer:
             if not mask["states"].all():  # reference 5.3: redraw until some state is masked
                 return mask
 
-    def train_step(self) -> dict[str, float]:
+    def train_step(self, sync: bool = True) -> dict[str, float]:
+        """One optimiser step; with ``sync=False`` it returns nothing and never waits for the
+        device (reading the loss would stall a GPU's queue every step)."""
         self.model.train()
         # group and mask come from the stream every rank shares; the windows are per rank
         group = self.data.choose_group(self.mask_rng)
@@ -207,6 +209,8 @@ class Trainer:
         loss.backward()
         self.optimizer.step()
         self.step += 1
+        if not sync:
+            return {}
         result = {"loss": float(loss.detach()), "lr": self.optimizer.param_groups[0]["lr"]}
         result.update({f"loss/{n}": float(v.detach()) for n, v in parts.items()})
         result["labelled"] = float(group == "labelled")
@@ -335,7 +339,7 @@ class Trainer:
         start = time.perf_counter()
         first_step = self.step
         while self.step < c.steps:
-            record = self.train_step()
+            record = self.train_step(sync=(self.step + 1) % 50 == 0 or self.step + 1 == c.steps)
             bar.update(1)
             if self.rank != 0:
                 continue

@@ -14,6 +14,7 @@ from types import ModuleType
 import numpy as np
 import pytest
 
+from bench.rollouts import MTMPolicy, evaluate_batched
 from controllers.session import EVALUATION_SEED_BASE, SessionConfig, resolve_target, run_session
 from mtm_robot.data.episodes import Episode, episode_paths, load_episode
 from mtm_robot.data.segments import DataConfig
@@ -87,7 +88,6 @@ def test_the_arms_share_the_labelled_episodes_and_drop_the_others_actions():
 @pytest.mark.timeout(240)
 @pytest.mark.parametrize("mode", ["return_conditioned", "two_stage"])
 def test_batched_evaluation_matches_a_lockstep_session(tmp_path, mode):
-    bench = _bench()
     path = _tiny_walker_checkpoint(tmp_path / "run")
     checkpoint = load_checkpoint(path)
     predictor = Predictor.from_model(checkpoint.model, checkpoint.normalizer)
@@ -97,7 +97,8 @@ def test_batched_evaluation_matches_a_lockstep_session(tmp_path, mode):
     session.controller.max_steps = 40
     target = resolve_target(session, checkpoint.metadata)
     seeds = [EVALUATION_SEED_BASE, EVALUATION_SEED_BASE + 1]
-    batched = bench.evaluate_batched(predictor, "walker-walk", mode, seeds, target, max_steps=40)
+    policy = MTMPolicy(predictor, mode, target)
+    batched = evaluate_batched(policy, "walker-walk", seeds, max_steps=40)
     result = run_session(session, tmp_path / "session", progress=False)
     lockstep = np.array([e.episode_return for e in result.episodes])
     assert all(e.ticks == 40 for e in result.episodes)
