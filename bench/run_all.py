@@ -87,6 +87,8 @@ def run_processes(
 def train(plan: Plan, args: argparse.Namespace) -> dict[str, int]:
     todo = [j for j in plan.jobs if not (args.out / "jobs" / j.name / "train.json").is_file()]
     logs = args.out / "logs" / "train"
+    done = len(plan.jobs) - len(todo)
+    print(f"train: {len(todo)} jobs to run ({done} already done)", flush=True)
     if not args.deadline_s:
         commands = [(j.name, _job_command(j, "train", args, [])) for j in todo]
         return run_processes(commands, args.workers, logs, "train")

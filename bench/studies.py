@@ -273,7 +273,7 @@ def _agree_on_steps(trainer: Trainer, args: argparse.Namespace, job: Job) -> int
 def train_job(job: Job, args: argparse.Namespace, budget: Budget) -> dict[str, Any]:
     out = args.out / "jobs" / job.name
     episodes = job_episodes(job, args.data_root)
-    provenance = {"bench": "studies", "budget": budget.name, "job": asdict(job)}
+    provenance: dict[str, Any] = {"bench": "studies", "budget": budget.name, "job": asdict(job)}
     start = time.perf_counter()
     if job.kind == "mtm":
         config = mtm_config(job, budget, budget.mtm_steps, args.device, args.threads)
@@ -282,7 +282,7 @@ def train_job(job: Job, args: argparse.Namespace, budget: Budget) -> dict[str, A
             steps = _agree_on_steps(trainer, args, job)
             trainer.config = mtm_config(job, budget, steps, args.device, args.threads)
             save_config(trainer.config, out / "config.yaml")
-            provenance["steps_planned_for_deadline"] = steps
+            trainer.provenance["steps_planned_for_deadline"] = steps
         metrics = trainer.run(progress=False)
         steps = trainer.config.steps
         device = str(trainer.device)

@@ -1,15 +1,13 @@
-"""bench/heteromodal.py: the arms' data split, and its batched evaluation against a lockstep
-session through a real node (the same scores the controller would get)."""
+"""The heteromodal study's batched evaluation (bench/rollouts.py) against a lockstep session
+through a real node (the same scores the controller would get), and the data-loop script."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
-from types import ModuleType
 
 import numpy as np
 import pytest
@@ -26,17 +24,6 @@ from sim import registry
 from sim.datasets import rollout
 
 ROOT = Path(__file__).resolve().parents[2]
-
-
-def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "bench_heteromodal", ROOT / "bench/heteromodal.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("bench_heteromodal", module)
-    spec.loader.exec_module(module)
-    return module
 
 
 def _random_walker_episodes(n: int, steps: int = 60) -> list[Episode]:
@@ -65,23 +52,6 @@ def _tiny_walker_checkpoint(directory: Path) -> Path:
     )
     Trainer(config, _random_walker_episodes(3), directory).run(progress=False)
     return directory / "checkpoints" / "latest"
-
-
-def test_the_arms_share_the_labelled_episodes_and_drop_the_others_actions():
-    bench = _bench()
-    episodes = [
-        Episode(np.full((5, 2), i), np.full((5, 1), i), np.ones(5), meta={"i": i}) for i in range(6)
-    ]
-    demos = [Episode(np.zeros((5, 2)), None, np.ones(5))]
-    arms = bench.split_expert_data(episodes, 2, demos)
-    assert [e.meta["i"] for e in arms["labelled-only"]] == [0, 1]
-    assert all(e.actions is not None for e in arms["labelled-only"])
-    het = arms["heteromodal"]
-    assert len(het) == 2 + 4 + 1
-    assert [e.actions is None for e in het] == [False, False] + [True] * 5
-    np.testing.assert_array_equal(het[2].states, episodes[2].states)
-    with pytest.raises(SystemExit):
-        bench.split_expert_data(episodes, 6, [])
 
 
 @pytest.mark.slow

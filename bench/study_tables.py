@@ -1,0 +1,381 @@
+"""Tables and figures of the evaluation report, from the job results of ``bench/run_all.py``.
+
+Each study owns one section of docs/benchmarks.md (``bench.report.write_section``); every
+cell is a mean ± std over training seeds of that seed's mean over evaluation episodes (scores)
+or its held-out error. The README's headline table and figure come from the same results.
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import re
+import shlex
+import sys
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bench.report import BENCHMARKS, hardware, write_section
+from bench.studies import Job, Plan, load_results, mean_std
+
+ROOT = Path(__file__).resolve().parents[1]
+FIGURES = ROOT / "docs" / "figures"
+README = ROOT / "README.md"
+ERRORS = {  # table row -> (MTM metric, MLP job kind, MLP metric)
+    "ID error": ("inverse_dynamics_error", "inverse_dynamics", "inverse_dynamics_error"),
+    "FD error": ("forward_dynamics_error", "forward_dynamics", "forward_dynamics_error"),
+}
+SCORES = {  # table row -> (MTM mode, MLP job kind)
+    "BC score": ("behavior_cloning", "behavior_cloning"),
+    "RCBC score": ("return_conditioned", "return_conditioned"),
+}
+
+
+class Results:
+    """Per-seed values of the finished jobs."""
+
+    def __init__(self, plan: Plan, out: Path) -> None:
+        self.plan = plan
+        self.out = out
+        self.by_job = load_results(out, plan)
+
+    def _matching(self, **fields: Any) -> list[dict[str, Any]]:
+        return [
+            r
+            for job, r in self.by_job.items()
+            if all(getattr(job, k) == v for k, v in fields.items())
+        ]
+
+    def scores(self, mode: str, **fields: Any) -> list[float]:
+        """One value per seed: the mean normalised score over its evaluation episodes."""
+        return [
+            float(np.mean(r["scores"][mode])) for r in self._matching(**fields)
+            if mode in r.get("scores", {})
+        ]  # fmt: skip
+
+    def metric(self, name: str, **fields: Any) -> list[float]:
+        return [
+            float(r["metrics"][name]) for r in self._matching(**fields)
+            if name in r.get("metrics", {}) and math.isfinite(float(r["metrics"][name]))
+        ]  # fmt: skip
+
+    def steps(self, kind: str) -> str:
+        mtm = kind == "mtm"
+        values = sorted(
+            {int(r["steps"]) for j, r in self.by_job.items() if (j.kind == "mtm") == mtm}
+        )
+        return "/".join(str(v) for v in values) or "n/a"
+
+    def devices(self) -> str:
+        return ", ".join(sorted({str(r.get("device", "?")) for r in self.by_job.values()}))
+
+
+def cell(values: list[float], digits: int = 1) -> str:
+    if not values:
+        return "n/a"
+    m, s = mean_std(values)
+    return f"{m:.{digits}f} ± {s:.{digits}f}"
+
+
+def _mean(values: list[float]) -> float:
+    return float(np.mean(values)) if values else math.nan
+
+
+def _preamble(res: Results, args: argparse.Namespace) -> str:
+    b = res.plan.budget
+    return (
+        f"Budget `{b.name}`: training seeds {list(b.seeds)}, MTM `launch/configs/mtm_walker.yaml`"
+        f" with {list(b.mtm_overrides) or 'no overrides'} for {res.steps('mtm')} steps, MLPs "
+        f"(reference 5.6) with {list(b.mlp_overrides)}; {b.eval_episodes} evaluation episodes "
+        f"per policy (reset seeds 40,000,000 + i, never used for data), return target = top of "
+        f"each model's training return range. Trained on: {res.devices()}."
+    )
+
+
+def _command(args: argparse.Namespace) -> str:
+    argv = getattr(args, "argv", None) or sys.argv
+    return " ".join(["python", "bench/run_all.py", *map(shlex.quote, argv[1:])])
+
+
+# -- versatility -----------------------------------------------------------------------------
+def versatility(res: Results, args: argparse.Namespace) -> tuple[str, dict[str, bool]]:
+    rows, fd_ok, rc_ok = [], [], []
+    for dataset in res.plan.budget.datasets:
+        for label, (mode, kind) in SCORES.items():
+            mlp = res.scores(kind, kind=kind, dataset=dataset, episodes=0)
+            mtm = res.scores(mode, kind="mtm", dataset=dataset, episodes=0, masks="default")
+            rows.append(f"| {dataset} | {label} | {cell(mlp)} | {cell(mtm)} |")
+            if label == "RCBC score" and mlp and mtm:
+                rc_ok.append(_mean(mtm) >= _mean(mlp) - 3.0)
+        for label, (mtm_metric, kind, mlp_metric) in ERRORS.items():
+            mlp = res.metric(mlp_metric, kind=kind, dataset=dataset, episodes=0)
+            mtm = res.metric(mtm_metric, kind="mtm", dataset=dataset, episodes=0, masks="default")
+            rows.append(f"| {dataset} | {label} | {cell(mlp, 3)} | {cell(mtm, 3)} |")
+            if label == "FD error" and mlp and mtm:
+                fd_ok.append(_mean(mtm) <= _mean(mlp))
+    goals = {
+        "fd": bool(fd_ok) and all(fd_ok),
+        "rc": bool(rc_ok) and all(rc_ok),
+    }
+    md = f"""## Versatility: one MTM against specialised MLPs, walker-walk (issue 8, reference 7.2)
+
+One MTM per dataset and seed (the same weights answer every row, chosen by the mask) against
+four MLPs, each trained for one task. Scores: normalised return (higher is better), MTM in
+`behavior_cloning` / `return_conditioned` mode, MLP-BC / MLP-RCBC. ID / FD: held-out
+normalised error (lower is better) on the validation episodes: MSE / mean squared change of
+the action (ID) or state (FD) between steps. The MTM's FD sees the segment's earlier states
+and the action (its mask, reference 4.4); the MLP's sees (s_t, a_t).
+{_preamble(res, args)}
+
+| dataset | task | MLP | MTM |
+| --- | --- | --- | --- |
+{chr(10).join(rows)}
+
+Goals: MTM forward-dynamics error at most the MLP's on every dataset: **{_verdict(goals["fd"], fd_ok)}**;
+MTM return-conditioned within 3 points of MLP-RCBC on every dataset: **{_verdict(goals["rc"], rc_ok)}**.
+Hardware (evaluation and report): {hardware()}.
+
+Command: `{_command(args)}`
+"""  # noqa: E501
+    return md, goals
+
+
+def _verdict(ok: bool, checks: list[bool]) -> str:
+    if not checks:
+        return "not measured"
+    return f"met ({sum(checks)}/{len(checks)})" if ok else f"not met ({sum(checks)}/{len(checks)})"
+
+
+# -- data efficiency -------------------------------------------------------------------------
+def data_efficiency(res: Results, args: argparse.Namespace) -> tuple[str, Path | None]:
+    from mtm_robot.data.episodes import episode_paths
+
+    total = len(episode_paths(args.data_root / "expert")) or 50
+    counts = [*sorted(set(res.plan.budget.fractions)), 0]  # 0: the whole store
+    rows: list[str] = []
+    series: dict[str, list[tuple[float, float, float]]] = {
+        "MLP-RCBC": [],
+        "MTM": [],
+        "heteromodal MTM": [],
+    }
+    for n in counts:
+        k = n or total
+        rc = "return_conditioned"
+        mlp = res.scores(rc, kind=rc, dataset="expert", episodes=n)
+        mtm = res.scores(rc, kind="mtm", dataset="expert", episodes=n, masks="default",
+                         action_free_rest=False)  # fmt: skip
+        het = res.scores(rc, kind="mtm", dataset="expert", episodes=n, action_free_rest=True)
+        het_cell = cell(het) if n else ""
+        rows.append(f"| {k} ({100 * k / total:.0f}%) | {cell(mlp)} | {cell(mtm)} | {het_cell} |")
+        for name, values in (("MLP-RCBC", mlp), ("MTM", mtm), ("heteromodal MTM", het)):
+            if values:
+                series[name].append((100 * k / total, *mean_std(values)))
+    figure = _plot_data_efficiency(series, getattr(args, "no_write", False))
+    picture = f"\n![data efficiency](figures/{figure.name})\n" if figure else ""
+    md = f"""## Data efficiency, walker-walk expert (issue 8, reference 7.5)
+
+MTM and MLP-RCBC trained on the first N of the {total} expert episodes (all with actions),
+scored in `return_conditioned` mode; the heteromodal MTM adds the other episodes without
+actions. {_preamble(res, args)}
+
+| labelled episodes | MLP-RCBC | MTM | heteromodal MTM |
+| --- | --- | --- | --- |
+{chr(10).join(rows)}
+{picture}
+Hardware (evaluation and report): {hardware()}.
+
+Command: `{_command(args)}`
+"""
+    return md, figure
+
+
+def _plot_data_efficiency(
+    series: dict[str, list[tuple[float, float, float]]], dry: bool
+) -> Path | None:
+    if dry or not any(series.values()):
+        return None
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(5.5, 3.6))
+    for name, points in series.items():
+        if not points:
+            continue
+        x, m, s = (np.asarray(v) for v in zip(*sorted(points)))
+        ax.errorbar(x, m, yerr=s, marker="o", capsize=3, label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("% of expert episodes with actions")
+    ax.set_ylabel("normalised score (RC mode)")
+    ax.set_title("walker-walk: score against labelled data")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    FIGURES.mkdir(parents=True, exist_ok=True)
+    path = FIGURES / "data_efficiency.png"
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return path
+
+
+# -- masking ---------------------------------------------------------------------------------
+def masking(res: Results, args: argparse.Namespace) -> str:
+    b = res.plan.budget
+    dataset = b.masking_dataset
+    rc = "return_conditioned"
+    where = {"kind": "mtm", "dataset": dataset, "episodes": 0}
+    specialised = _mean(res.scores(rc, masks=rc, **where))
+    rows = []
+    for preset in ("default", *b.masking_presets):
+        scores = res.scores(rc, masks=preset, **where)
+        idm = res.metric("inverse_dynamics_error", masks=preset, **where)
+        fdm = res.metric("forward_dynamics_error", masks=preset, **where)
+        ok = scores and specialised and specialised > 0
+        rel = f"{_mean(scores) / specialised:.2f}" if ok else "n/a"
+        label = {"default": "shipped mix (random-autoregressive + ID + RC)"}.get(preset, preset)
+        rows.append(f"| {label} | {cell(scores)} | {rel} | {cell(idm, 3)} | {cell(fdm, 3)} |")
+    return f"""## Masking ablation, walker-walk {dataset} (issue 8, reference 7.3)
+
+The same MTM trained with each masking pattern alone (and the shipped mix), scored in
+`return_conditioned` mode; "relative" divides by the specialised `return_conditioned`-mask
+model's score, as the paper's figure does. ID / FD: held-out normalised errors.
+{_preamble(res, args)}
+
+| training masks | RC score | relative to specialised | ID error | FD error |
+| --- | --- | --- | --- | --- |
+{chr(10).join(rows)}
+
+Hardware (evaluation and report): {hardware()}.
+
+Command: `{_command(args)}`
+"""
+
+
+# -- heteromodal -----------------------------------------------------------------------------
+def heteromodal(res: Results, args: argparse.Namespace) -> tuple[str, bool | None]:
+    b = res.plan.budget
+    rows, gains = [], []
+    for n in b.heteromodal_labelled:
+        cells = {}
+        for arm, rest in (("labelled-only", False), ("heteromodal", True)):
+            for mode in ("return_conditioned", "two_stage"):
+                where = {"dataset": "expert", "episodes": n, "action_free_rest": rest}
+                cells[arm, mode] = res.scores(mode, kind="mtm", **where)
+            rows.append(
+                f"| {n} | {arm} | {0 if not rest else 'the other expert episodes'} | "
+                f"{cell(cells[arm, 'return_conditioned'])} | {cell(cells[arm, 'two_stage'])} |"
+            )
+        for mode in ("return_conditioned", "two_stage"):
+            a, h = cells["labelled-only", mode], cells["heteromodal", mode]
+            if a and h:
+                gains.append((n, mode, _mean(h) - _mean(a)))
+    met = any(g >= 10 for _, _, g in gains) if gains else None
+    gain_text = "; ".join(f"{n} labelled, {mode}: {g:+.1f}" for n, mode, g in gains) or "n/a"
+    verdict = "not measured" if met is None else ("met" if met else "not met")
+    md = f"""## Heteromodal training, walker-walk (issue 6, reference 5.3)
+
+Labelled-only against heteromodal: the first N expert episodes with actions, against the same
+plus every other expert episode with its actions dropped (half the batches state-only,
+reference 5.3). Same configuration and step count for both arms; evaluated in
+`return_conditioned` and `two_stage` mode. Cells: mean ± std over training seeds
+{list(b.heteromodal_seeds)} of each seed's mean over {b.eval_episodes} evaluation episodes.
+{_preamble(res, args)}
+
+| labelled episodes | arm | action-free episodes | return_conditioned | two_stage |
+| --- | --- | --- | --- | --- |
+{chr(10).join(rows)}
+
+Gain of heteromodal over labelled-only (points): {gain_text}.
+Goal (at least +10 points): **{verdict}**.
+Hardware (evaluation and report): {hardware()}.
+
+Command: `{_command(args)}`
+"""
+    return md, met
+
+
+# -- systems ---------------------------------------------------------------------------------
+SYSTEMS = (  # section, what it measures, its same-run baseline
+    ("train-throughput", "training step time", "the eager fp32 reference implementation"),
+    ("serve-latency", "inference node latency and throughput", "the eager forward"),
+    ("loop-timing", "control loop period jitter and deadline misses", "a trivial policy"),
+    ("recording-overhead", "recorder cost per control tick", "a no-op call"),
+    ("collect-throughput", "simulator data collection", "the raw simulator step"),
+)
+
+
+def systems() -> str:
+    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else ""
+    rows = []
+    for name, what, baseline in SYSTEMS:
+        match = re.search(f"<!-- bench:{name} -->(.*?)<!-- /bench:{name} -->", text, re.S)
+        if not match:
+            rows.append(f"| {what} | not run | | |")
+            continue
+        body = match.group(1)
+        title = re.search(r"^## (.+)$", body, re.M)
+        command = re.search(r"^Command: `(.+?)`", body, re.M)
+        hw = re.search(r"Hardware[^:]*: (.+?)\.?$", body, re.M)
+        anchor = _anchor(title.group(1)) if title else name
+        rows.append(
+            f"| [{what}](#{anchor}) | {baseline} | {hw.group(1) if hw else 'see section'} | "
+            f"`{command.group(1) if command else 'see section'}` |"
+        )
+    return f"""## Systems figures (issue 8): where each lives
+
+Each systems benchmark writes its own section below or above, with a baseline measured in
+the same run, p50 and p99, and the hardware; this table gathers them.
+
+| measurement | same-run baseline | hardware | command |
+| --- | --- | --- | --- |
+{chr(10).join(rows)}
+"""
+
+
+def _anchor(title: str) -> str:
+    return re.sub(r"[^a-z0-9 -]", "", title.lower()).replace(" ", "-")
+
+
+# -- the report ------------------------------------------------------------------------------
+def write_report(plan: Plan, args: argparse.Namespace, wall_s: float) -> dict[str, Any]:
+    res = Results(plan, args.out)
+    studies = set(args.studies)
+    sections: dict[str, str] = {}
+    summary: dict[str, Any] = {"budget": plan.budget.name, "jobs": len(res.by_job)}
+    if "versatility" in studies:
+        sections["versatility"], summary["versatility_goals"] = versatility(res, args)
+    if "data_efficiency" in studies:
+        sections["data-efficiency"], figure = data_efficiency(res, args)
+        summary["figure"] = str(figure) if figure else None
+    if "masking" in studies:
+        sections["masking"] = masking(res, args)
+    if "heteromodal" in studies:
+        sections["heteromodal"], summary["heteromodal_goal"] = heteromodal(res, args)
+    sections["systems"] = systems()
+    for name, md in sections.items():
+        print(md)
+        if not args.no_write:
+            write_section(name, md)
+    print(f"report of {len(res.by_job)} jobs written in {wall_s:.0f} s (whole run)")
+    return summary
+
+
+def run_representation(plan: Plan, args: argparse.Namespace) -> None:
+    """TD3+BC on raw states against frozen representations of the budget's medium MTM."""
+    from bench import representation
+
+    checkpoint = args.out / "jobs" / Job("mtm", "medium", plan.budget.seeds[0]).name
+    argv = [
+        "--data", str(args.data_root / "medium"),
+        "--checkpoint", str(checkpoint / "checkpoints" / "latest"),
+        "--out", str(args.out / "representation"),
+        "--threads", str(args.threads),
+        *({"quick": ["--steps", "10000", "--eval-every", "2000", "--eval-episodes", "5",
+                     "--seeds", "0"]}.get(plan.budget.name, [])),
+    ]  # fmt: skip
+    if args.no_write:
+        argv.append("--no-write")
+    representation.main(argv)
