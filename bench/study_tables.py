@@ -322,7 +322,7 @@ def systems() -> str:
         anchor = _anchor(title.group(1)) if title else name
         rows.append(
             f"| [{what}](#{anchor}) | {baseline} | {hw.group(1) if hw else 'see section'} | "
-            f"`{command.group(1) if command else 'see section'}` |"
+            f"{'`' + command.group(1) + '`' if command else 'see section'} |"
         )
     return f"""## Systems figures (issue 8): where each lives
 
@@ -337,6 +337,52 @@ the same run, p50 and p99, and the hardware; this table gathers them.
 
 def _anchor(title: str) -> str:
     return re.sub(r"[^a-z0-9 -]", "", title.lower()).replace(" ", "-")
+
+
+# -- README ----------------------------------------------------------------------------------
+def readme_headline(res: Results, figure: Path | None) -> str:
+    """The README's table of the paper comparisons, and the data-efficiency figure."""
+    rows = []
+    rc = "return_conditioned"
+    for dataset in res.plan.budget.datasets:
+        whole = {"dataset": dataset, "episodes": 0}
+        mtm = res.scores(rc, kind="mtm", masks="default", **whole)
+        mlp = res.scores(rc, kind=rc, **whole)
+        fd_mtm = res.metric("forward_dynamics_error", kind="mtm", masks="default", **whole)
+        fd_mlp = res.metric("forward_dynamics_error", kind="forward_dynamics", **whole)
+        rows.append(
+            f"| {dataset} | {cell(mtm)} | {cell(mlp)} | {cell(fd_mtm, 3)} | {cell(fd_mlp, 3)} |"
+        )
+    text = BENCHMARKS.read_text() if BENCHMARKS.exists() else ""
+    verdicts = []
+    for name, label in (("heteromodal", "Heteromodal"), ("representation", "Representation")):
+        body = re.search(f"<!-- bench:{name} -->(.*?)<!-- /bench:{name} -->", text, re.S)
+        goal = re.search(r"Goal[^*]*\*\*([^*]+)\*\*", body.group(1)) if body else None
+        if goal:
+            verdicts.append(f"{label} goal: {goal.group(1)}.")
+    picture = f"\n![data efficiency](docs/figures/{figure.name})\n" if figure else ""
+    command = f"python bench/run_all.py --budget {res.plan.budget.name}"
+    return f"""Paper comparisons on walker-walk (`{command}`; one MTM per dataset against specialised MLPs; normalised scores, higher is better; forward
+dynamics error, lower is better; mean ± std over seeds {list(res.plan.budget.seeds)}; full
+tables, hardware and commands in [docs/benchmarks.md](docs/benchmarks.md)):
+
+| dataset | MTM return-conditioned | MLP-RCBC | MTM forward-dynamics error | MLP-FD error |
+| --- | --- | --- | --- | --- |
+{chr(10).join(rows)}
+
+{" ".join(verdicts)}
+{picture}"""
+
+
+def write_readme(markdown: str, path: Path = README) -> None:
+    begin, end = "<!-- report:headline -->", "<!-- /report:headline -->"
+    text = path.read_text()
+    block = f"{begin}\n{markdown.strip()}\n{end}"
+    if begin in text and end in text:
+        text = text[: text.index(begin)] + block + text[text.index(end) + len(end) :]
+    else:
+        text = text.replace("\n## What is in the box", f"\n{block}\n\n## What is in the box", 1)
+    path.write_text(text)
 
 
 # -- the report ------------------------------------------------------------------------------
@@ -359,6 +405,11 @@ def write_report(plan: Plan, args: argparse.Namespace, wall_s: float) -> dict[st
         print(md)
         if not args.no_write:
             write_section(name, md)
+    if "versatility" in studies:
+        headline = readme_headline(res, summary.get("figure") and Path(summary["figure"]))
+        print(headline)
+        if not args.no_write:
+            write_readme(headline)
     print(f"report of {len(res.by_job)} jobs written in {wall_s:.0f} s (whole run)")
     return summary
 
