@@ -362,9 +362,10 @@ def readme_headline(res: Results, figure: Path | None) -> str:
             verdicts.append(f"{label} goal: {goal.group(1)}.")
     picture = f"\n![data efficiency](docs/figures/{figure.name})\n" if figure else ""
     command = f"python bench/run_all.py --budget {res.plan.budget.name}"
-    return f"""Paper comparisons on walker-walk (`{command}`; one MTM per dataset against specialised MLPs; normalised scores, higher is better; forward
-dynamics error, lower is better; mean ± std over seeds {list(res.plan.budget.seeds)}; full
-tables, hardware and commands in [docs/benchmarks.md](docs/benchmarks.md)):
+    return f"""Paper comparisons on walker-walk (`{command}`; one MTM per dataset against
+specialised MLPs; normalised scores, higher is better; forward dynamics error, lower is
+better; mean ± std over seeds {list(res.plan.budget.seeds)}; full tables, hardware and
+commands in [docs/benchmarks.md](docs/benchmarks.md)):
 
 | dataset | MTM return-conditioned | MLP-RCBC | MTM forward-dynamics error | MLP-FD error |
 | --- | --- | --- | --- | --- |
