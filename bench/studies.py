@@ -96,6 +96,16 @@ BUDGETS = {
         heteromodal_labelled=(1, 2),
         heteromodal_seeds=(0, 1),
     ),
+    "heteromodal": Budget(  # the heteromodal study alone (--studies heteromodal), 3 seeds
+        name="heteromodal",
+        seeds=(0,),
+        mtm_steps=30_000,
+        mtm_overrides=("batch_size=512",),
+        mlp_overrides=(),
+        eval_episodes=20,
+        heteromodal_labelled=(1,),
+        heteromodal_seeds=(0, 1, 2),
+    ),
     "smoke": Budget(  # the tests' budget: seconds, numbers meaningless
         name="smoke",
         seeds=(0,),

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The evaluation report's `full` budget (bench/run_all.py) on one lent GPU machine, in one go:
+# An evaluation report budget (bench/run_all.py; BUDGET, default full) on one lent GPU machine:
 # train every job with the MTMs agreeing on a step count that ends before TRAIN_S seconds,
 # evaluate on the machine's CPU cores, and pack the results (and the checkpoints the
 # representation study and re-checks need) into $OUT.
@@ -17,6 +17,8 @@ SITE=${SITE:-.devpkgs/site}
 RUN=${RUN:-/tmp/report-full}
 TRAIN_S=${TRAIN_S:-330}
 EVAL_S=${EVAL_S:-140}
+BUDGET=${BUDGET:-full}
+STUDIES=${STUDIES:-versatility,data_efficiency,masking,heteromodal}
 export PYTHONPATH=$PWD/$SITE:$PWD MUJOCO_GL=disable PYTHONUNBUFFERED=1
 start=$(date +%s)
 mkdir -p "$OUT" "$RUN"
@@ -35,13 +37,13 @@ print("hardware:", hardware())
 EOF
 
 # 2. training: every MTM at once, agreeing on steps; baselines beside them
-python3 bench/run_all.py --budget full --device cuda --workers 6 --threads 1 \
+python3 bench/run_all.py --budget "$BUDGET" --studies "$STUDIES" --device cuda --workers 6 --threads 1 \
     --deadline-s "$TRAIN_S" --stages train --data-root "$DATA" --out "$RUN" --no-write \
     2>&1 | tr '\r' '\n' | grep -v "it/s\]$" | tail -40
 echo "train stage done after $(( $(date +%s) - start )) s"
 
 # 3. evaluation on the CPU cores, cut at EVAL_S (each job's scores are written as it ends)
-timeout "$EVAL_S" python3 bench/run_all.py --budget full --device cpu --workers 15 \
+timeout "$EVAL_S" python3 bench/run_all.py --budget "$BUDGET" --studies "$STUDIES" --device cpu --workers 15 \
     --threads 1 --stages evaluate --data-root "$DATA" --out "$RUN" --no-write \
     2>&1 | tr '\r' '\n' | tail -5
 echo "evaluate stage done after $(( $(date +%s) - start )) s"
