@@ -132,6 +132,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="train: every MTM ends within this many seconds (GPU budgets)")  # fmt: skip
     p.add_argument("--max-steps", type=int, default=0, help="cut evaluation episodes (smoke)")
     p.add_argument("--no-write", action="store_true", help="leave docs/ and README untouched")
+    p.add_argument("--produced-by", default="",
+                   help="report: the command that trained and evaluated OUT, when another "
+                        "machine ran it (e.g. scripts/report_full_gpu.sh)")  # fmt: skip
     p.add_argument("--list", action="store_true", help="print the jobs and exit")
     args = p.parse_args(argv)
     args.stages = [s for s in args.stages.split(",") if s]

@@ -85,18 +85,33 @@ def _mean(values: list[float]) -> float:
 
 def _preamble(res: Results, args: argparse.Namespace) -> str:
     b = res.plan.budget
+    trained = [int(r["steps"]) for j, r in res.by_job.items() if j.kind == "mtm"]
+    cut = ""
+    if trained and max(trained) < b.mtm_steps:
+        cut = (
+            f" The deadline cut the MTMs from {b.mtm_steps} to {max(trained)} steps (every MTM "
+            "of the run trained at once and they agreed on one step count): they are "
+            "undertrained, and the MTM columns say more about the budget than about MTM."
+        )
     return (
         f"Budget `{b.name}`: training seeds {list(b.seeds)}, MTM `launch/configs/mtm_walker.yaml`"
         f" with {list(b.mtm_overrides) or 'no overrides'} for {res.steps('mtm')} steps, MLPs "
         f"(reference 5.6) with {list(b.mlp_overrides)}; {b.eval_episodes} evaluation episodes "
         f"per policy (reset seeds 40,000,000 + i, never used for data), return target = top of "
-        f"each model's training return range. Trained on: {res.devices()}."
+        f"each model's training return range. Trained on: {res.devices()}.{cut}"
     )
 
 
 def _command(args: argparse.Namespace) -> str:
+    """The command line(s) that produced the section."""
     argv = getattr(args, "argv", None) or sys.argv
-    return " ".join(["python", "bench/run_all.py", *map(shlex.quote, argv[1:])])
+    this = " ".join(["python", "bench/run_all.py", *map(shlex.quote, argv[1:])])
+    produced_by = getattr(args, "produced_by", "")
+    if produced_by:
+        command, _, where = produced_by.partition("|")
+        where = f" ({where.strip()})" if where else ""
+        return f"Training and evaluation: `{command.strip()}`{where}; tables: `{this}`"
+    return f"Command: `{this}`"
 
 
 # -- versatility -----------------------------------------------------------------------------
@@ -137,7 +152,7 @@ Goals: MTM forward-dynamics error at most the MLP's on every dataset: **{_verdic
 MTM return-conditioned within 3 points of MLP-RCBC on every dataset: **{_verdict(goals["rc"], rc_ok)}**.
 Hardware (evaluation and report): {hardware()}.
 
-Command: `{_command(args)}`
+{_command(args)}
 """  # noqa: E501
     return md, goals
 
@@ -186,7 +201,7 @@ actions. {_preamble(res, args)}
 {picture}
 Hardware (evaluation and report): {hardware()}.
 
-Command: `{_command(args)}`
+{_command(args)}
 """
     return md, figure
 
@@ -250,7 +265,7 @@ model's score, as the paper's figure does. ID / FD: held-out normalised errors.
 
 Hardware (evaluation and report): {hardware()}.
 
-Command: `{_command(args)}`
+{_command(args)}
 """
 
 
@@ -292,7 +307,7 @@ Gain of heteromodal over labelled-only (points): {gain_text}.
 Goal (at least +10 points): **{verdict}**.
 Hardware (evaluation and report): {hardware()}.
 
-Command: `{_command(args)}`
+{_command(args)}
 """
     return md, met
 
