@@ -377,7 +377,12 @@ def readme_headline(res: Results, figure: Path | None) -> str:
             verdicts.append(f"{label} goal: {goal.group(1)}.")
     picture = f"\n![data efficiency](docs/figures/{figure.name})\n" if figure else ""
     command = f"python bench/run_all.py --budget {res.plan.budget.name}"
-    return f"""Paper comparisons on walker-walk (`{command}`; one MTM per dataset against
+    b = res.plan.budget
+    trained = [int(r["steps"]) for j, r in res.by_job.items() if j.kind == "mtm"]
+    steps = f"MTMs trained {res.steps('mtm')} steps"
+    if trained and max(trained) < b.mtm_steps:
+        steps += f" (the budget's deadline cut them from {b.mtm_steps}: undertrained)"
+    return f"""Paper comparisons on walker-walk (`{command}`, {steps}; one MTM per dataset against
 specialised MLPs; normalised scores, higher is better; forward dynamics error, lower is
 better; mean ± std over seeds {list(res.plan.budget.seeds)}; full tables, hardware and
 commands in [docs/benchmarks.md](docs/benchmarks.md)):
