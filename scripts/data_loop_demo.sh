@@ -11,7 +11,7 @@
 #   5. score the controller again against the same node, now serving the finetuned model.
 #
 # Usage: scripts/data_loop_demo.sh            (knobs below, as environment variables)
-#   CHECKPOINT=runs/heteromodal/labelled-only/checkpoints/latest STEPS=1500 \
+#   CHECKPOINT=runs/report-heteromodal/jobs/mtm_expert_1ep_seed0/checkpoints/latest STEPS=1500 \
 #       scripts/data_loop_demo.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
