@@ -8,7 +8,7 @@
 #
 # DATA: the walker-walk stores expert/ medium/ medium-replay/ medium-expert/ (launch/collect.py;
 # states, actions and rewards suffice). SITE: extra Python packages the machine lacks (mujoco,
-# a trimmed dm_control, pyzmq), put first on PYTHONPATH. Afterwards, on any machine:
+# a trimmed dm_control, pyzmq), put first on PYTHONPATH. scripts/device_bundle.sh builds both. Afterwards, on any machine:
 #   python bench/run_all.py --budget full --out RUN --stages evaluate,report
 set -u
 OUT=${OUT:?set OUT to the folder the results go to}
