@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import os
-import platform
-import re
-import subprocess
 from pathlib import Path
 
 import numpy as np
+
+from mtm_robot.hardware import describe
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 _HEADER = """# Benchmarks
@@ -19,25 +17,8 @@ in the same run on the same machine. Rerun a section with the command shown unde
 
 
 def hardware() -> str:
-    """One line naming the machine: CPU model, cores, GPU if any."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        out = subprocess.run(["lscpu"], capture_output=True, text=True, check=False).stdout
-        match = re.search(r"Model name:\s*(.+)", out)
-        if match:
-            cpu = match.group(1).strip()
-    except OSError:
-        pass
-    line = f"{cpu}, {os.cpu_count()} cores, {platform.system()} {platform.machine()}"
-    try:
-        import torch
-
-        if torch.cuda.is_available():
-            line += f", GPU {torch.cuda.get_device_name()}"
-        line += f", torch {torch.__version__}"
-    except ImportError:
-        pass
-    return line
+    """One line naming the machine (``mtm_robot.hardware.describe``)."""
+    return describe()
 
 
 def percentiles_ms(samples_s: list[float] | np.ndarray) -> tuple[float, float]:

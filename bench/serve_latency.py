@@ -26,7 +26,6 @@ import argparse
 import multiprocessing as mp
 import os
 import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -39,6 +38,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from bench.report import write_section
+from mtm_robot.hardware import describe
 
 SPEC_DIMS = {"states": 24, "actions": 6, "returns": 1}
 MODELS = {
@@ -312,21 +312,7 @@ def concurrent_throughput(endpoint: str, clients: int, duration_s: float) -> dic
 
 # -- report ---------------------------------------------------------------------------------------
 def hardware(device: str = "cpu") -> str:
-    try:
-        lscpu = subprocess.run(["lscpu"], capture_output=True, text=True, timeout=10).stdout
-    except OSError:
-        lscpu = ""
-    fields = dict(
-        line.split(":", 1) for line in lscpu.splitlines() if ":" in line and line.count(":") >= 1
-    )
-    model = fields.get("Model name", platform.processor()).strip()
-    cpus = fields.get("CPU(s)", str(os.cpu_count())).strip()
-    text = f"{model}, {cpus} CPUs ({platform.machine()}, {platform.system()} {platform.release()})"
-    if device == "cuda":
-        import torch
-
-        return f"{text}; GPU {torch.cuda.get_device_name()}"
-    return f"{text}; no GPU used"
+    return describe(gpu=device == "cuda")
 
 
 def versions() -> str:

@@ -27,7 +27,6 @@ from __future__ import annotations
 import argparse
 import logging
 import os
-import platform
 import time
 from pathlib import Path
 
@@ -39,6 +38,7 @@ from calibration.procedures import CALIBRATION_MODES, CalibrationConfig, run_cal
 from mtm_robot.cli import flag_overrides, run
 from mtm_robot.config import load_config
 from mtm_robot.errors import MTMRobotError
+from mtm_robot.hardware import describe
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -117,19 +117,6 @@ def procedures(args: argparse.Namespace) -> list[str]:
     return [name for name, on in chosen.items() if on]
 
 
-def machine() -> str:
-    """The machine the measurements come from (CPU model and cores)."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {os.cpu_count()} cores"
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
@@ -144,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
     run = procedures(args)
     print(f"{task}: calibrating {', '.join(run)}; checkpoint {config.server or config.checkpoint}")
     start = time.perf_counter()
-    outcome = run_calibration(config, run, out, progress=not args.no_progress, machine=machine())
+    outcome = run_calibration(config, run, out, progress=not args.no_progress, machine=describe())
     total = time.perf_counter() - start
     if outcome.io_check is not None:
         check = outcome.io_check

@@ -15,8 +15,6 @@ from __future__ import annotations
 
 import argparse
 import logging
-import os
-import platform
 import shlex
 import sys
 import time
@@ -25,6 +23,7 @@ from pathlib import Path
 from mtm_robot.cli import run
 from mtm_robot.config import load_config
 from mtm_robot.data.importers import add_data_arguments, load_data_arguments
+from mtm_robot.hardware import describe
 from mtm_robot.training.baselines import BASELINE_TASKS, BaselineConfig, train_baseline
 from mtm_robot.training.train import TrainConfig, Trainer
 
@@ -62,7 +61,7 @@ def main(argv: list[str] | None = None) -> int:
         "command": " ".join(shlex.quote(a) for a in sys.argv),
         "data": [str(p) for p in args.data],
         "action_free_data": [str(args.data[i]) for i in sorted(args.action_free)],
-        "machine": f"{platform.machine()} {platform.processor() or ''} {os.cpu_count()} cpus",
+        "machine": describe(),
     }
     start = time.perf_counter()
     if args.baseline:

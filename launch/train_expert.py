@@ -32,6 +32,7 @@ import time
 from pathlib import Path
 
 from mtm_robot.config import load_config, save_config
+from mtm_robot.hardware import describe
 from sim.experts.policy import ExpertPolicy
 from sim.experts.trainer import (
     TEST_SEED_BASE,
@@ -178,8 +179,7 @@ def main(argv: list[str] | None = None) -> None:
     config = load_config(TrainConfig, args.config, overrides)
     out = Path(args.out or f"runs/{config.task}-sac-seed{config.seed}")
     print(f"task {config.task}, {config.steps} steps, seed {config.seed}, out {out}")
-    cpu = platform.processor() or platform.machine()
-    print(f"host {platform.node()} ({cpu}), python {platform.python_version()}")
+    print(f"host {platform.node()} ({describe()}), python {platform.python_version()}")
     trainer = Trainer(config, out, progress=not args.no_progress)
     started = time.perf_counter()
     try:
