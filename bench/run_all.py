@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -93,6 +94,7 @@ def train(plan: Plan, args: argparse.Namespace) -> dict[str, int]:
         commands = [(j.name, _job_command(j, "train", args, [])) for j in todo]
         return run_processes(commands, args.workers, logs, "train")
     # deadline mode: every MTM at once (they agree on a step count), baselines beside them
+    shutil.rmtree(args.out / "barrier", ignore_errors=True)  # rates of an earlier run
     deadline = time.time() + args.deadline_s
     mtm = [j for j in todo if j.kind == "mtm"]
     extra = ["--deadline", f"{deadline}", "--barrier", str(len(mtm))]
