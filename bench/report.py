@@ -9,6 +9,7 @@ import numpy as np
 from mtm_robot.hardware import describe
 
 BENCHMARKS = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+FIGURES = BENCHMARKS.parent / "figures"  # plots the sections link to
 _HEADER = """# Benchmarks
 
 Every figure below was measured by the script named in its section, with a baseline measured

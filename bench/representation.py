@@ -44,6 +44,7 @@ import copy
 import json
 import os
 import shlex
+import shutil
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -60,7 +61,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.report import hardware, write_section
+from bench.report import FIGURES, hardware, write_section
 from bench.rollouts import evaluate_batched
 from controllers.session import EVALUATION_SEED_BASE
 from mtm_robot.data.episodes import Episode, load_episodes
@@ -519,7 +520,7 @@ Same seed, batches, target noise and {saved["steps"]} gradient steps per arm; tr
 {seed_list}. Evaluation: {saved["eval_episodes"]} walker-walk episodes per point{cut}
 (reset seeds {EVALUATION_SEED_BASE}..), deterministic actor; normalised score =
 100 x (R - random) / (expert - random). Cells are mean ± std over seeds (std 0 with one
-seed) of the per-evaluation mean score. Curves: `representation_curves.png` in the run directory.
+seed) of the per-evaluation mean score. Curves: below (and in the run directory).
 Hyperparameters: {config}.
 
 {chr(10).join(rows)}
@@ -544,7 +545,10 @@ def finish(saved: dict[str, Any], out: Path, write: bool) -> None:
     md = report(saved)
     print(md)
     if write:
-        write_section("representation", md)
+        FIGURES.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(out / "representation_curves.png", FIGURES / "representation_curves.png")
+        picture = "![representation curves](figures/representation_curves.png)\n\nCommand:"
+        write_section("representation", md.replace("Command:", picture, 1))
 
 
 if __name__ == "__main__":

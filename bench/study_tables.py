@@ -17,11 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from bench.report import BENCHMARKS, hardware, write_section
+from bench.report import BENCHMARKS, FIGURES, hardware, write_section
 from bench.studies import Job, Plan, load_results, mean_std
 
 ROOT = Path(__file__).resolve().parents[1]
-FIGURES = ROOT / "docs" / "figures"
 README = ROOT / "README.md"
 ERRORS = {  # table row -> (MTM metric, MLP job kind, MLP metric)
     "ID error": ("inverse_dynamics_error", "inverse_dynamics", "inverse_dynamics_error"),

@@ -168,6 +168,7 @@ def test_smoke_run_writes_results_and_the_plot_but_not_the_docs(tmp_path, monkey
     save_checkpoint(tmp_path / "ck", model, normalizer, {"model_id": "tiny-walker"})
     written: list[str] = []
     monkeypatch.setattr(bench, "write_section", lambda name, md: written.append(name))
+    monkeypatch.setattr(bench, "FIGURES", tmp_path / "figures")
     out = tmp_path / "out"
     argv = ["--data", str(store), "--checkpoint", str(tmp_path / "ck"), "--out", str(out),
             "--steps", "4", "--eval-every", "2", "--early-evals", "1", "--eval-episodes", "2",
@@ -183,5 +184,7 @@ def test_smoke_run_writes_results_and_the_plot_but_not_the_docs(tmp_path, monkey
             assert row["wall_s"] > 0
     assert (out / "representation_curves.png").stat().st_size > 1000
     assert written == []
+    assert not (tmp_path / "figures").exists()
     assert bench.main(["--out", str(out), "--report-only"]) == 0
     assert written == ["representation"]
+    assert (tmp_path / "figures" / "representation_curves.png").is_file()
