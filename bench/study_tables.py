@@ -82,7 +82,8 @@ def _mean(values: list[float]) -> float:
     return float(np.mean(values)) if values else math.nan
 
 
-def _preamble(res: Results, args: argparse.Namespace) -> str:
+def _preamble(res: Results, seeds: tuple[int, ...] | None = None) -> str:
+    """Budget, configurations, seeds and evaluation protocol of a section."""
     b = res.plan.budget
     trained = [int(r["steps"]) for j, r in res.by_job.items() if j.kind == "mtm"]
     cut = ""
@@ -92,12 +93,14 @@ def _preamble(res: Results, args: argparse.Namespace) -> str:
             "of the run trained at once and they agreed on one step count): they are "
             "undertrained, and the MTM columns say more about the budget than about MTM."
         )
+    has_mlp = any(j.kind != "mtm" for j in res.by_job)
+    mlp = f", MLPs (reference 5.6) with {list(b.mlp_overrides)}" if has_mlp else ""
     return (
-        f"Budget `{b.name}`: training seeds {list(b.seeds)}, MTM `launch/configs/mtm_walker.yaml`"
-        f" with {list(b.mtm_overrides) or 'no overrides'} for {res.steps('mtm')} steps, MLPs "
-        f"(reference 5.6) with {list(b.mlp_overrides)}; {b.eval_episodes} evaluation episodes "
-        f"per policy (reset seeds 40,000,000 + i, never used for data), return target = top of "
-        f"each model's training return range. Trained on: {res.devices()}.{cut}"
+        f"Budget `{b.name}`: training seeds {list(seeds or b.seeds)}, MTM "
+        f"`launch/configs/mtm_walker.yaml` with {list(b.mtm_overrides) or 'no overrides'} for "
+        f"{res.steps('mtm')} steps{mlp}; {b.eval_episodes} evaluation episodes per policy "
+        f"(reset seeds 40,000,000 + i, never used for data), return target = top of each "
+        f"model's training return range. Trained on: {res.devices()}.{cut}"
     )
 
 
@@ -141,7 +144,7 @@ four MLPs, each trained for one task. Scores: normalised return (higher is bette
 normalised error (lower is better) on the validation episodes: MSE / mean squared change of
 the action (ID) or state (FD) between steps. The MTM's FD sees the segment's earlier states
 and the action (its mask, reference 4.4); the MLP's sees (s_t, a_t).
-{_preamble(res, args)}
+{_preamble(res)}
 
 | dataset | task | MLP | MTM |
 | --- | --- | --- | --- |
@@ -149,7 +152,7 @@ and the action (its mask, reference 4.4); the MLP's sees (s_t, a_t).
 
 Goals: MTM forward-dynamics error at most the MLP's on every dataset: **{_verdict(goals["fd"], fd_ok)}**;
 MTM return-conditioned within 3 points of MLP-RCBC on every dataset: **{_verdict(goals["rc"], rc_ok)}**.
-Hardware (evaluation and report): {hardware()}.
+Report written on: {hardware()}.
 
 {_command(args)}
 """  # noqa: E501
@@ -192,13 +195,13 @@ def data_efficiency(res: Results, args: argparse.Namespace) -> tuple[str, Path |
 
 MTM and MLP-RCBC trained on the first N of the {total} expert episodes (all with actions),
 scored in `return_conditioned` mode; the heteromodal MTM adds the other episodes without
-actions. {_preamble(res, args)}
+actions. {_preamble(res)}
 
 | labelled episodes | MLP-RCBC | MTM | heteromodal MTM |
 | --- | --- | --- | --- |
 {chr(10).join(rows)}
 {picture}
-Hardware (evaluation and report): {hardware()}.
+Report written on: {hardware()}.
 
 {_command(args)}
 """
@@ -256,13 +259,13 @@ def masking(res: Results, args: argparse.Namespace) -> str:
 The same MTM trained with each masking pattern alone (and the shipped mix), scored in
 `return_conditioned` mode; "relative" divides by the specialised `return_conditioned`-mask
 model's score, as the paper's figure does. ID / FD: held-out normalised errors.
-{_preamble(res, args)}
+{_preamble(res)}
 
 | training masks | RC score | relative to specialised | ID error | FD error |
 | --- | --- | --- | --- | --- |
 {chr(10).join(rows)}
 
-Hardware (evaluation and report): {hardware()}.
+Report written on: {hardware()}.
 
 {_command(args)}
 """
@@ -296,7 +299,7 @@ plus every other expert episode with its actions dropped (half the batches state
 reference 5.3). Same configuration and step count for both arms; evaluated in
 `return_conditioned` and `two_stage` mode. Cells: mean ± std over training seeds
 {list(b.heteromodal_seeds)} of each seed's mean over {b.eval_episodes} evaluation episodes.
-{_preamble(res, args)}
+{_preamble(res, b.heteromodal_seeds)}
 
 | labelled episodes | arm | action-free episodes | return_conditioned | two_stage |
 | --- | --- | --- | --- | --- |
@@ -304,7 +307,7 @@ reference 5.3). Same configuration and step count for both arms; evaluated in
 
 Gain of heteromodal over labelled-only (points): {gain_text}.
 Goal (at least +10 points): **{verdict}**.
-Hardware (evaluation and report): {hardware()}.
+Report written on: {hardware()}.
 
 {_command(args)}
 """
