@@ -13,13 +13,14 @@ Stages (``--stages``, default all, each resumable: a job with results is not run
 * ``representation``: bench/representation.py (TD3+BC on raw states against frozen MTM
   state representations) on the budget's medium MTM.
 * ``report``: the tables and figures into docs/benchmarks.md (sections ``versatility``,
-  ``data-efficiency``, ``masking``, ``heteromodal-seeds``, ``systems``) and docs/figures/.
+  ``data-efficiency``, ``masking``, ``heteromodal``, ``systems``) and docs/figures/.
 
 Budgets: ``quick`` (one seed, width-64 MTMs for 1,500 steps, 256-wide MLPs for 2,000 steps,
 5 evaluation episodes) checks the whole pipeline on a CPU; ``full`` (two seeds, the shipped
 width-128 MTM configuration for up to 20,000 steps, the reference's 1024-wide MLPs, 20
-evaluation episodes) is what the tables in docs/benchmarks.md report, and wants a GPU.
-``--list`` prints the jobs.
+evaluation episodes) is what the tables in docs/benchmarks.md report, and wants a GPU;
+``heteromodal`` (with ``--studies heteromodal``) is that study alone with three seeds and up
+to 30,000 steps. ``--list`` prints the jobs. docs/evaluation.md has the measured run times.
 """
 
 from __future__ import annotations
