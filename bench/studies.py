@@ -96,6 +96,14 @@ BUDGETS = {
         heteromodal_labelled=(1, 2),
         heteromodal_seeds=(0, 1),
     ),
+    "versatility-cpu": Budget(  # --studies versatility: the MTMs of seed 0 long, on 2 CPU cores
+        name="versatility-cpu",
+        seeds=(0,),
+        mtm_steps=20_000,
+        mtm_overrides=(),
+        mlp_overrides=("steps=5000", "eval_every=5000"),
+        eval_episodes=20,
+    ),
     "heteromodal": Budget(  # the heteromodal study alone (--studies heteromodal), 3 seeds
         name="heteromodal",
         seeds=(0,),
