@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,22 @@ def percentiles_ms(samples_s: list[float] | np.ndarray) -> tuple[float, float]:
     """(p50, p99) in milliseconds of durations given in seconds."""
     arr = np.asarray(samples_s) * 1000.0
     return float(np.percentile(arr, 50)), float(np.percentile(arr, 99))
+
+
+def mean_std(values: Sequence[float] | np.ndarray) -> tuple[float, float]:
+    """Mean and (population) standard deviation; NaN for no values."""
+    a = np.asarray(values, dtype=float)
+    if a.size == 0:
+        return math.nan, math.nan
+    return float(a.mean()), float(a.std())
+
+
+def cell(values: Sequence[float] | np.ndarray, digits: int = 1) -> str:
+    """A table cell ``mean ± std`` (``n/a`` for no values)."""
+    if len(values) == 0:
+        return "n/a"
+    m, s = mean_std(values)
+    return f"{m:.{digits}f} ± {s:.{digits}f}"
 
 
 def write_section(name: str, markdown: str, path: Path = BENCHMARKS) -> None:

@@ -61,7 +61,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from bench.report import FIGURES, hardware, write_section
+from bench.report import FIGURES, cell, hardware, write_section
 from bench.rollouts import evaluate_batched
 from controllers.session import EVALUATION_SEED_BASE
 from mtm_robot.data.episodes import Episode, load_episodes
@@ -452,10 +452,6 @@ def plot(saved: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-def _cell(values: np.ndarray) -> str:
-    return f"{values.mean():.1f} ± {values.std():.1f}"
-
-
 def report(saved: dict[str, Any]) -> str:
     """The docs section: score table, steps to reach fractions of raw's final score, verdict."""
     steps, _ = curves(saved, "raw")
@@ -467,7 +463,7 @@ def report(saved: dict[str, Any]) -> str:
     rows = [header, "|" + " --- |" * (len(shown) + 2)]
     for arm in ARMS:
         arm_steps, scores = curves(saved, arm)
-        cells = [_cell(scores[:, list(arm_steps).index(s)]) for s in shown]
+        cells = [cell(scores[:, list(arm_steps).index(s)]) for s in shown]
         walls = np.mean([r["wall_s"] for r in saved["arms"][arm].values()])
         rows.append(f"| {arm} | " + " | ".join(cells) + f" | {walls:.0f} |")
     final = final_score(saved)

@@ -24,15 +24,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
-
-import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -374,20 +371,6 @@ def load_results(out: Path, plan_: Plan) -> dict[Job, dict[str, Any]]:
             merged.update(json.loads((directory / "eval.json").read_text()))
         results[job] = merged
     return results
-
-
-def mean_std(values: list[float]) -> tuple[float, float]:
-    a = np.asarray(values, dtype=float)
-    if a.size == 0:
-        return math.nan, math.nan
-    return float(a.mean()), float(a.std())
-
-
-def cell(values: list[float], digits: int = 1) -> str:
-    if not values:
-        return "n/a"
-    m, s = mean_std(values)
-    return f"{m:.{digits}f} ± {s:.{digits}f}"
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:

@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from bench.report import BENCHMARKS, FIGURES, hardware, write_section
-from bench.studies import Job, Plan, load_results, mean_std
+from bench.report import BENCHMARKS, FIGURES, cell, hardware, mean_std, write_section
+from bench.studies import Job, Plan, load_results
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
@@ -69,13 +69,6 @@ class Results:
 
     def devices(self) -> str:
         return ", ".join(sorted({str(r.get("device", "?")) for r in self.by_job.values()}))
-
-
-def cell(values: list[float], digits: int = 1) -> str:
-    if not values:
-        return "n/a"
-    m, s = mean_std(values)
-    return f"{m:.{digits}f} ± {s:.{digits}f}"
 
 
 def _mean(values: list[float]) -> float:
