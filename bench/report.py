@@ -39,10 +39,12 @@ def mean_std(values: Sequence[float] | np.ndarray) -> tuple[float, float]:
 
 
 def cell(values: Sequence[float] | np.ndarray, digits: int = 1) -> str:
-    """A table cell ``mean ± std`` (``n/a`` for no values)."""
+    """A table cell ``mean ± std`` (``n/a`` for no values, the value alone for one)."""
     if len(values) == 0:
         return "n/a"
     m, s = mean_std(values)
+    if len(values) == 1:
+        return f"{m:.{digits}f}"
     return f"{m:.{digits}f} ± {s:.{digits}f}"
 
 

@@ -66,6 +66,7 @@ class Budget:
     heteromodal_seeds: tuple[int, ...] = (0,)
     masking_dataset: str = "medium-replay"
     masking_presets: tuple[str, ...] = ("random", "random_autoregressive", "return_conditioned")
+    section_suffix: str = ""  # its docs/benchmarks.md sections: "versatility" + suffix, ...
 
 
 BUDGETS = {
@@ -81,6 +82,7 @@ BUDGETS = {
         ),
         mlp_overrides=("hidden=256", "batch_size=256", "steps=2000", "eval_every=1000"),
         eval_episodes=5,
+        section_suffix="-quick",
     ),
     "full": Budget(
         name="full",
@@ -100,6 +102,7 @@ BUDGETS = {
         mtm_overrides=(),
         mlp_overrides=("steps=5000", "eval_every=5000"),
         eval_episodes=20,
+        section_suffix="-cpu",
     ),
     "heteromodal": Budget(  # the heteromodal study alone (--studies heteromodal), 3 seeds
         name="heteromodal",

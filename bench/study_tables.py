@@ -83,9 +83,10 @@ def _preamble(res: Results, seeds: tuple[int, ...] | None = None) -> str:
     if trained and max(trained) < b.mtm_steps:
         cut = (
             f" The deadline cut the MTMs from {b.mtm_steps} to {max(trained)} steps (every MTM "
-            "of the run trained at once and they agreed on one step count): they are "
-            "undertrained, and the MTM columns say more about the budget than about MTM."
+            "of the run trained at once and they agreed on one step count)."
         )
+        if max(trained) < b.mtm_steps / 4:
+            cut += " They are undertrained: the MTM columns say more about the budget than MTM."
     has_mlp = any(j.kind != "mtm" for j in res.by_job)
     mlp = f", MLPs (reference 5.6) with {list(b.mlp_overrides)}" if has_mlp else ""
     return (
@@ -95,6 +96,12 @@ def _preamble(res: Results, seeds: tuple[int, ...] | None = None) -> str:
         f"(reset seeds 40,000,000 + i, never used for data), return target = top of each "
         f"model's training return range. Trained on: {res.devices()}.{cut}"
     )
+
+
+def _budget_tag(res: Results) -> str:
+    """Sections of a budget with its own sections say which budget in their title."""
+    b = res.plan.budget
+    return f", budget `{b.name}`" if b.section_suffix else ""
 
 
 def _command(args: argparse.Namespace) -> str:
@@ -129,7 +136,7 @@ def versatility(res: Results, args: argparse.Namespace) -> tuple[str, dict[str, 
         "fd": bool(fd_ok) and all(fd_ok),
         "rc": bool(rc_ok) and all(rc_ok),
     }
-    md = f"""## Versatility: one MTM against specialised MLPs, walker-walk (issue 8, reference 7.2)
+    md = f"""## Versatility: one MTM against specialised MLPs, walker-walk (issue 8, reference 7.2){_budget_tag(res)}
 
 One MTM per dataset and seed (the same weights answer every row, chosen by the mask) against
 four MLPs, each trained for one task. Scores: normalised return (higher is better), MTM in
@@ -184,7 +191,7 @@ def data_efficiency(res: Results, args: argparse.Namespace) -> tuple[str, Path |
                 series[name].append((100 * k / total, *mean_std(values)))
     figure = _plot_data_efficiency(series, getattr(args, "no_write", False))
     picture = f"\n![data efficiency](figures/{figure.name})\n" if figure else ""
-    md = f"""## Data efficiency, walker-walk expert (issue 8, reference 7.5)
+    md = f"""## Data efficiency, walker-walk expert (issue 8, reference 7.5){_budget_tag(res)}
 
 MTM and MLP-RCBC trained on the first N of the {total} expert episodes (all with actions),
 scored in `return_conditioned` mode; the heteromodal MTM adds the other episodes without
@@ -247,7 +254,7 @@ def masking(res: Results, args: argparse.Namespace) -> str:
         rel = f"{_mean(scores) / specialised:.2f}" if ok else "n/a"
         label = {"default": "shipped mix (random-autoregressive + ID + RC)"}.get(preset, preset)
         rows.append(f"| {label} | {cell(scores)} | {rel} | {cell(idm, 3)} | {cell(fdm, 3)} |")
-    return f"""## Masking ablation, walker-walk {dataset} (issue 8, reference 7.3)
+    return f"""## Masking ablation, walker-walk {dataset} (issue 8, reference 7.3){_budget_tag(res)}
 
 The same MTM trained with each masking pattern alone (and the shipped mix), scored in
 `return_conditioned` mode; "relative" divides by the specialised `return_conditioned`-mask
@@ -285,7 +292,7 @@ def heteromodal(res: Results, args: argparse.Namespace) -> tuple[str, bool | Non
     met = any(g >= 10 for _, _, g in gains) if gains else None
     gain_text = "; ".join(f"{n} labelled, {mode}: {g:+.1f}" for n, mode, g in gains) or "n/a"
     verdict = "not measured" if met is None else ("met" if met else "not met")
-    md = f"""## Heteromodal training, walker-walk (issue 6, reference 5.3)
+    md = f"""## Heteromodal training, walker-walk (issue 6, reference 5.3){_budget_tag(res)}
 
 Labelled-only against heteromodal: the first N expert episodes with actions, against the same
 plus every other expert episode with its actions dropped (half the batches state-only,
@@ -350,8 +357,8 @@ def _anchor(title: str) -> str:
 
 
 # -- README ----------------------------------------------------------------------------------
-def readme_headline(res: Results, figure: Path | None) -> str:
-    """The README's table of the paper comparisons, and the data-efficiency figure."""
+def readme_headline(res: Results) -> str:
+    """The README's table of the paper comparisons, and the representation figure."""
     rows = []
     rc = "return_conditioned"
     for dataset in res.plan.budget.datasets:
@@ -370,16 +377,28 @@ def readme_headline(res: Results, figure: Path | None) -> str:
         goal = re.search(r"Goal[^*]*\*\*([^*]+)\*\*", body.group(1)) if body else None
         if goal:
             verdicts.append(f"{label} goal: {goal.group(1)}.")
-    picture = f"\n![data efficiency](docs/figures/{figure.name})\n" if figure else ""
+    curves = FIGURES / "representation_curves.png"
+    picture = (
+        "\nTD3+BC on raw states against frozen MTM state representations "
+        "(bench/representation.py, 3 seeds):\n\n![representation curves]"
+        "(docs/figures/representation_curves.png)\n"
+        if curves.exists()
+        else ""
+    )
     command = f"python bench/run_all.py --budget {res.plan.budget.name}"
     b = res.plan.budget
     trained = [int(r["steps"]) for j, r in res.by_job.items() if j.kind == "mtm"]
     steps = f"MTMs trained {res.steps('mtm')} steps"
+    seeds = (
+        f"mean ± std over training seeds {list(b.seeds)}"
+        if len(b.seeds) > 1
+        else f"one training seed ({b.seeds[0]})"
+    )
     if trained and max(trained) < b.mtm_steps:
-        steps += f" (the budget's deadline cut them from {b.mtm_steps}: undertrained)"
+        steps += f" (cut from {b.mtm_steps} by the budget's deadline)"
     return f"""Paper comparisons on walker-walk (`{command}`, {steps}; one MTM per dataset against
 specialised MLPs; normalised scores, higher is better; forward dynamics error, lower is
-better; mean ± std over seeds {list(res.plan.budget.seeds)}; full tables, hardware and
+better; {seeds}; full tables, hardware and
 commands in [docs/benchmarks.md](docs/benchmarks.md)):
 
 | dataset | MTM return-conditioned | MLP-RCBC | MTM forward-dynamics error | MLP-FD error |
@@ -416,13 +435,15 @@ def write_report(plan: Plan, args: argparse.Namespace, wall_s: float) -> dict[st
         sections["masking"] = masking(res, args)
     if "heteromodal" in studies:
         sections["heteromodal"], summary["heteromodal_goal"] = heteromodal(res, args)
+    suffix = plan.budget.section_suffix
+    sections = {f"{name}{suffix}": md for name, md in sections.items()}
     sections["systems"] = systems()
     for name, md in sections.items():
         print(md)
         if not args.no_write:
             write_section(name, md)
     if "versatility" in studies:
-        headline = readme_headline(res, summary.get("figure") and Path(summary["figure"]))
+        headline = readme_headline(res)
         print(headline)
         if not args.no_write:
             write_readme(headline)
