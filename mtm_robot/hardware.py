@@ -9,6 +9,10 @@ import os
 import platform
 import re
 import subprocess
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import torch
 
 
 def cpu_model() -> str:
@@ -46,3 +50,16 @@ def describe(gpu: bool | None = None) -> str:
     elif gpu is False:
         line += ", no GPU used"
     return f"{line}, torch {torch.__version__}"
+
+
+def torch_device(name: str) -> torch.device:
+    """``cpu``, ``cuda`` or ``auto`` (CUDA when torch sees a GPU) as a torch device."""
+    import torch
+
+    from mtm_robot.errors import ConfigError
+
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name not in ("cpu", "cuda"):
+        raise ConfigError(f"device must be cpu, cuda or auto, got '{name}'")
+    return torch.device(name)

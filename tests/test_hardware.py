@@ -21,3 +21,16 @@ def test_the_line_names_cpu_cores_and_whether_a_gpu_was_used(monkeypatch):
 
 def test_the_cpu_model_is_never_empty():
     assert hardware.cpu_model().strip()
+
+
+def test_device_names_resolve_or_fail_naming_the_bad_value(monkeypatch):
+    import pytest
+    import torch
+
+    from mtm_robot.errors import ConfigError
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert hardware.torch_device("auto") == torch.device("cpu")
+    assert hardware.torch_device("cuda") == torch.device("cuda")
+    with pytest.raises(ConfigError, match="'gpu0'"):
+        hardware.torch_device("gpu0")

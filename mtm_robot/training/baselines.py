@@ -30,6 +30,7 @@ from mtm_robot.config import to_dict
 from mtm_robot.data.episodes import Episode
 from mtm_robot.data.normalize import Normalizer
 from mtm_robot.data.segments import DataConfig, build_dataset
+from mtm_robot.hardware import torch_device
 
 BASELINE_TASKS = ("behavior_cloning", "return_conditioned", "inverse_dynamics", "forward_dynamics")
 _IO = {  # task -> (inputs as (modality, slot), output (modality, slot), error normaliser)
@@ -96,7 +97,7 @@ def train_baseline(
     out_name = _IO[task][1][0]
     torch.manual_seed(config.seed)
     rng = np.random.default_rng(config.seed)
-    device = _device(config.device)
+    device = torch_device(config.device)
     model = MLP(val_x.shape[1], val_y.shape[1], config.hidden, config.layers).to(device)
     optimizer = torch.optim.AdamW(
         model.parameters(), lr=config.lr, weight_decay=config.weight_decay
@@ -138,14 +139,6 @@ def train_baseline(
     }
     (out / "baseline.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
     return metrics
-
-
-def _device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if name not in ("cpu", "cuda"):
-        raise ValueError(f"baseline device must be cpu, cuda or auto, got '{name}'")
-    return torch.device(name)
 
 
 @dataclass

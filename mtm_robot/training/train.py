@@ -30,6 +30,7 @@ from mtm_robot.config import save_config, to_dict
 from mtm_robot.data.episodes import Episode
 from mtm_robot.data.segments import DataConfig, SegmentDataset, build_dataset
 from mtm_robot.errors import CheckpointError, ConfigError
+from mtm_robot.hardware import torch_device
 from mtm_robot.model import masks as mask_lib
 from mtm_robot.model.mtm import MTM, DataSpec, ModelConfig, reconstruction_loss
 from mtm_robot.training import checkpoint as ckpt
@@ -111,11 +112,7 @@ class Trainer:
             dist.init_process_group(backend)
         if config.threads:
             torch.set_num_threads(config.threads)
-        self.device = torch.device(
-            ("cuda" if torch.cuda.is_available() else "cpu")
-            if config.device == "auto"
-            else config.device
-        )
+        self.device = torch_device(config.device)
         if self.device.type == "cuda" and self.world > 1:
             torch.cuda.set_device(int(os.environ.get("LOCAL_RANK", "0")))
             self.device = torch.device("cuda", torch.cuda.current_device())
