@@ -117,6 +117,23 @@ def evaluate(plan: Plan, args: argparse.Namespace) -> dict[str, int]:
     return run_processes(commands, args.workers, args.out / "logs" / "evaluate", "evaluate")
 
 
+# the collection seed of each store (docs/datasets.md): the data depend only on it
+COLLECT_SEEDS = {"expert": 0, "medium": 1, "medium-replay": 2, "medium-expert": 5}
+
+
+def check_datasets(plan: Plan, data_root: Path) -> None:
+    """Fail before any training when a store the plan needs is missing, saying how to make it."""
+    missing = sorted({j.dataset for j in plan.jobs if not (data_root / j.dataset).is_dir()})
+    if missing:
+        commands = "\n".join(
+            f"  python launch/collect.py --task walker --recipe {name} --episodes 50 "
+            f"--seed {COLLECT_SEEDS.get(name, 0)} --out {data_root / name}"
+            for name in missing
+        )
+        raise SystemExit(f"missing walker-walk stores under {data_root}: {missing}; make them "
+                         f"with\n{commands}\nor pass --data-root")  # fmt: skip
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -160,6 +177,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{job.name:60s} {','.join(sorted(plan.studies[job]))}")
         print(f"{len(plan.jobs)} jobs")
         return 0
+    if "train" in args.stages:
+        check_datasets(plan, args.data_root)
     args.out.mkdir(parents=True, exist_ok=True)
     failed: dict[str, int] = {}
     start = time.perf_counter()

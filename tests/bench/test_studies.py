@@ -173,3 +173,16 @@ def test_the_tables_average_over_seeds_and_judge_the_goals(tmp_path):
     assert "| medium | FD error | 0.200 | 0.300 |" in md
     assert goals == {"fd": False, "rc": False}  # medium: FD worse, RC 10 points behind
     assert "not met (1/2)" in md
+
+
+def test_run_all_stops_before_training_when_a_store_is_missing_and_says_how_to_make_it(tmp_path):
+    from bench import run_all
+
+    (tmp_path / "expert").mkdir()
+    with pytest.raises(SystemExit) as stop:
+        run_all.main(["--budget", "smoke", "--data-root", str(tmp_path), "--out",
+                      str(tmp_path / "o")])  # fmt: skip
+    message = str(stop.value)
+    assert "['medium']" in message
+    assert f"--recipe medium --episodes 50 --seed 1 --out {tmp_path / 'medium'}" in message
+    assert not (tmp_path / "o").exists()
