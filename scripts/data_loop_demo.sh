@@ -59,7 +59,7 @@ rm -rf "$OUT/demos"
 if [ "$DEMO_SOURCE" = zmq ]; then
     STREAM="tcp://127.0.0.1:$(free_port)"
     run "$PY" launch/record_demos.py --task walker --source zmq --bind "$STREAM" \
-        --out "$OUT/demos" --episodes "$DEMOS" --idle-timeout-s 60 &
+        --out "$OUT/demos" --episodes "$DEMOS" --idle-timeout-s 60 --timeout-s 10 &
     RECORDER_PID=$!
     # a stand-in robot stack: the sim expert publishing its states (never its actions)
     "$PY" - "$STREAM" "$DEMOS" <<'EOF'

@@ -284,8 +284,10 @@ class StatePublisher:
     ) -> bool:
         return self.send_frames(encode_end(episode, terminated, truncated, reason), timeout_ms)
 
-    def close(self) -> None:
-        self.socket.close(linger=0)
+    def close(self, linger_ms: int = 5000) -> None:
+        """Close; states still queued are delivered for up to ``linger_ms`` first (closing with
+        no linger dropped the tail of the last episode whenever the recorder lagged)."""
+        self.socket.close(linger=linger_ms)
         if self._own_context:
             self.context.term()
 

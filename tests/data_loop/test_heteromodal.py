@@ -91,7 +91,8 @@ def test_the_data_loop_script_records_finetunes_and_hot_swaps(tmp_path):
     assert result["before"]["model_id"] == "tiny-walker@step5"
     assert result["after"]["model_id"] == "tiny-walker-ft@step4"
     demos = [load_episode(p) for p in episode_paths(tmp_path / "loop" / "demos")]
-    assert len(demos) == 2 and all(d.actions is None and len(d) == 1000 for d in demos)
+    shapes = [(len(d), d.actions is None, d.meta.get("reason")) for d in demos]
+    assert shapes == [(1000, True, "end")] * 2, shapes
     assert [d.meta["stream_episode"] for d in demos] == ["robot-0", "robot-1"]
     tuned = load_checkpoint(tmp_path / "loop" / "finetune" / "checkpoints" / "latest")
     assert tuned.metadata["data_report"]["action_free_episodes"] == 2

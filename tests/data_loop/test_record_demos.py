@@ -240,3 +240,26 @@ def test_a_sender_written_from_the_protocol_doc_alone(tmp_path):
     assert (len(episode), episode.meta["reason"], episode.meta["truncated"]) == (3, "end", True)
     np.testing.assert_array_equal(episode.states[:, 5], [0, 1, 2])
     np.testing.assert_allclose(episode.rewards, 0.5)
+
+
+def test_states_queued_when_the_publisher_closes_are_still_delivered():
+    # a demonstrator sends its last states and exits at once while they are still queued on
+    # its side (here: the recorder is not up yet; on a loaded machine: ZeroMQ's I/O thread
+    # lags): closing must deliver them, not drop the episode's tail
+    endpoint = f"tcp://127.0.0.1:{free_loopback_port()}"
+    steps = 500
+    publisher = StatePublisher(endpoint)
+    for t in range(steps):
+        assert publisher.send_state(0, t, _state(0, t), timeout_ms=1000)
+    closer = threading.Thread(target=publisher.close)
+    closer.start()
+    time.sleep(0.3)
+    with StateReceiver(endpoint, DIM) as receiver:
+        received = []
+        while len(received) < steps:
+            event = receiver.receive(2000)
+            if event is None:
+                break
+            received.append(event.step)
+    closer.join(10)
+    assert received == list(range(steps))
