@@ -85,6 +85,8 @@ def main(argv: list[str] | None = None) -> int:
             f"checkpoint_every={args.steps}",
             f"eval_every={max(1, args.steps // 4)}",
             f"model_id={meta['training'].get('model_id', 'mtm')}-ft",
+            "device=auto",  # where the checkpoint trained (a GPU, say) is not where this runs
+            "threads=0",
             *args.set,
         ],
     )

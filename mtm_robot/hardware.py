@@ -62,4 +62,9 @@ def torch_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name not in ("cpu", "cuda"):
         raise ConfigError(f"device must be cpu, cuda or auto, got '{name}'")
+    if name == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "device 'cuda' asked for, but torch sees no GPU here (a CPU build, or no driver): "
+            "use device=cpu or device=auto"
+        )
     return torch.device(name)

@@ -31,6 +31,10 @@ def test_device_names_resolve_or_fail_naming_the_bad_value(monkeypatch):
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert hardware.torch_device("auto") == torch.device("cpu")
+    with pytest.raises(ConfigError, match="sees no GPU"):
+        hardware.torch_device("cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     assert hardware.torch_device("cuda") == torch.device("cuda")
+    assert hardware.torch_device("auto") == torch.device("cuda")
     with pytest.raises(ConfigError, match="'gpu0'"):
         hardware.torch_device("gpu0")

@@ -71,3 +71,25 @@ def test_finetune_keeps_the_normaliser_and_pushes_into_a_running_node(tmp_path):
         np.testing.assert_array_equal(tuned.normalizer.mean[name], before.normalizer.mean[name])
     assert tuned.metadata["provenance"]["finetuned_from"] == str(base)
     assert tuned.metadata["data_report"]["action_free_episodes"] == 6
+
+
+def test_a_checkpoint_trained_on_a_gpu_finetunes_on_this_cpu(tmp_path):
+    import yaml
+
+    Trainer(_config(5), linear_episodes(4, length=20), tmp_path / "base").run(progress=False)
+    base = tmp_path / "base" / "checkpoints" / "latest"
+    meta_file = base / "checkpoint.yaml"
+    meta = yaml.safe_load(meta_file.read_text())
+    meta["training"]["device"] = "cuda"  # as the report's H200 runs write it
+    meta["training"]["threads"] = 16
+    meta_file.write_text(yaml.safe_dump(meta, sort_keys=False))
+    for i, e in enumerate(linear_episodes(2, length=20, seed=6)):
+        save_episode(episode_file(tmp_path / "labelled", i), e)
+    finetune = _launch("finetune")
+    argv = ["--checkpoint", str(base), "--data", str(tmp_path / "labelled"),
+            "--out", str(tmp_path / "ft"), "--steps", "2", "--eval-episodes", "0",
+            "--no-progress"]  # fmt: skip
+    assert finetune.main(argv) == 0
+    tuned = load_checkpoint(tmp_path / "ft" / "checkpoints" / "latest")
+    assert tuned.metadata["training"]["device"] == "auto"
+    assert tuned.metadata["training"]["threads"] == 0
