@@ -166,7 +166,7 @@ def _verdict(ok: bool, checks: list[bool]) -> str:
 
 
 # -- data efficiency -------------------------------------------------------------------------
-def data_efficiency(res: Results, args: argparse.Namespace) -> tuple[str, Path | None]:
+def data_efficiency(res: Results, args: argparse.Namespace) -> str:
     from mtm_robot.data.episodes import episode_paths
 
     total = len(episode_paths(args.data_root / "expert")) or 50
@@ -205,7 +205,7 @@ Report written on: {hardware()}.
 
 {_command(args)}
 """
-    return md, figure
+    return md
 
 
 def _plot_data_efficiency(
@@ -272,7 +272,7 @@ Report written on: {hardware()}.
 
 
 # -- heteromodal -----------------------------------------------------------------------------
-def heteromodal(res: Results, args: argparse.Namespace) -> tuple[str, bool | None]:
+def heteromodal(res: Results, args: argparse.Namespace) -> str:
     b = res.plan.budget
     rows, gains = [], []
     for n in b.heteromodal_labelled:
@@ -311,7 +311,7 @@ Report written on: {hardware()}.
 
 {_command(args)}
 """
-    return md, met
+    return md
 
 
 # -- systems ---------------------------------------------------------------------------------
@@ -421,20 +421,18 @@ def write_readme(markdown: str, path: Path = README) -> None:
 
 
 # -- the report ------------------------------------------------------------------------------
-def write_report(plan: Plan, args: argparse.Namespace, wall_s: float) -> dict[str, Any]:
+def write_report(plan: Plan, args: argparse.Namespace, wall_s: float) -> None:
     res = Results(plan, args.out)
     studies = set(args.studies)
     sections: dict[str, str] = {}
-    summary: dict[str, Any] = {"budget": plan.budget.name, "jobs": len(res.by_job)}
     if "versatility" in studies:
-        sections["versatility"], summary["versatility_goals"] = versatility(res, args)
+        sections["versatility"], _ = versatility(res, args)
     if "data_efficiency" in studies:
-        sections["data-efficiency"], figure = data_efficiency(res, args)
-        summary["figure"] = str(figure) if figure else None
+        sections["data-efficiency"] = data_efficiency(res, args)
     if "masking" in studies:
         sections["masking"] = masking(res, args)
     if "heteromodal" in studies:
-        sections["heteromodal"], summary["heteromodal_goal"] = heteromodal(res, args)
+        sections["heteromodal"] = heteromodal(res, args)
     suffix = plan.budget.section_suffix
     sections = {f"{name}{suffix}": md for name, md in sections.items()}
     sections["systems"] = systems()
@@ -448,7 +446,6 @@ def write_report(plan: Plan, args: argparse.Namespace, wall_s: float) -> dict[st
         if not args.no_write:
             write_readme(headline)
     print(f"report of {len(res.by_job)} jobs written in {wall_s:.0f} s (whole run)")
-    return summary
 
 
 def run_representation(plan: Plan, args: argparse.Namespace) -> None:
