@@ -11,7 +11,9 @@ replay/*.safetensors) unless --policy-dir points elsewhere. The data depend only
 --drop-actions writes action-free episodes (no actions array at all).
 
 Writes OUT/episode_<i>.npz per episode and OUT/summary.json (episodes, transitions, return
-mean/std, normalised score, throughput).
+mean/std, normalised score, throughput). The store is built beside OUT and swapped in when
+complete: with --overwrite, the old episodes are deleted only once the new ones are all written;
+a failed or interrupted run leaves OUT as it was.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import argparse
 import json
 import multiprocessing
 import platform
+import shutil
 import sys
 import time
 from pathlib import Path
@@ -27,6 +30,7 @@ from pathlib import Path
 import numpy as np
 from tqdm import tqdm
 
+from mtm_robot import atomic
 from sim.datasets import RECIPES, CollectJob, collect_episodes, default_policy_dir
 from sim.registry import normalized_score, resolve, task_spec
 
@@ -67,13 +71,34 @@ def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     task = resolve(args.task)
     out = Path(args.out)
+    atomic.recover_dir(out)  # a swap a kill interrupted: put the old store back first
+    if out.exists() and not out.is_dir():
+        sys.exit(f"--out {out} is a file; pass a folder for the episode store")
     existing = sorted(out.glob("episode_*.npz")) if out.exists() else []
     if existing and not args.overwrite:
         sys.exit(f"{out} already holds {len(existing)} episodes; use another --out or --overwrite")
-    for path in existing:  # never mix two collections in one folder
-        path.unlink()
-    (out / "summary.json").unlink(missing_ok=True)
-    out.mkdir(parents=True, exist_ok=True)
+    # never mix two collections in one folder, and delete nothing until the new one is complete:
+    # it is written beside --out and swapped in at the end (a failure leaves --out as it was)
+    with atomic.staged_dir(out) as staging:
+        _keep_other_files(out, staging)
+        _collect(args, task, staging, out)
+
+
+def _keep_other_files(old: Path, new: Path) -> None:
+    """--overwrite replaces the episodes and summary.json; anything else in --out is kept."""
+    if not old.is_dir():
+        return
+    for path in old.iterdir():
+        if path.name == "summary.json" or path.match("episode_*.npz"):
+            continue
+        if path.is_dir() and not path.is_symlink():
+            shutil.copytree(path, new / path.name, symlinks=True)
+        else:
+            shutil.copy2(path, new / path.name, follow_symlinks=False)
+
+
+def _collect(args: argparse.Namespace, task: str, out: Path, shown: Path) -> None:
+    """Collect into the folder ``out`` (the staging folder of ``shown``, the user's --out)."""
     policy_dir = None
     if args.recipe != "random":
         policy_dir = str(Path(args.policy_dir) if args.policy_dir else default_policy_dir(task))
@@ -93,13 +118,17 @@ def main(argv: list[str] | None = None) -> None:
         for i in range(0, len(indices), chunk)
     ]
     print(f"{task} {args.recipe}: {args.episodes} episodes, seed {args.seed}, "
-          f"{args.workers} worker(s) -> {out}")  # fmt: skip
+          f"{args.workers} worker(s) -> {shown}")  # fmt: skip
     started = time.perf_counter()
     summaries: list[dict[str, object]] = []
     bar = tqdm(total=args.episodes, desc=f"{task} {args.recipe}", unit="episode")
     if args.workers == 1:
+
+        def tick(_summary: dict[str, object]) -> None:
+            bar.update(1)
+
         for job in jobs:
-            summaries += collect_episodes(job, on_episode=lambda _s: bar.update(1))
+            summaries += collect_episodes(job, on_episode=tick)
     else:
         with multiprocessing.get_context("spawn").Pool(args.workers) as pool:
             for result in pool.imap_unordered(_run_job, jobs):
@@ -130,7 +159,7 @@ def main(argv: list[str] | None = None) -> None:
     }
     if task_spec(task).reference is not None:
         summary["normalized_score"] = normalized_score(task, float(returns.mean()))
-    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    atomic.write_text(out / "summary.json", json.dumps(summary, indent=2) + "\n")
     score = summary.get("normalized_score")
     print(f"return {returns.mean():.1f} +- {returns.std():.1f}"
           + (f" (normalised {score:.1f})" if isinstance(score, float) else ""))  # fmt: skip

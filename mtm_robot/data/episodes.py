@@ -13,14 +13,14 @@ Layout (see ``docs/data-format.md``):
 * ``meta``     a 1-element unicode array holding one JSON object (task, source, control_hz,
   policy_id, seed, terminated, truncated, ...).
 
-Files are written crash-safely: temporary file in the same folder, fsync, atomic rename.
+Files are written crash-safely (:mod:`mtm_robot.atomic`): temporary file in the same folder,
+fsync, atomic rename; a failed write (a full disk) leaves no temporary file.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import os
 import re
 import zipfile
 from collections.abc import Iterator
@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 
+from mtm_robot import atomic
 from mtm_robot.errors import DataError
 
 FORMAT_VERSION = 1
@@ -117,25 +118,7 @@ def save_episode(path: str | Path, episode: Episode) -> Path:
     arrays["meta"] = np.array([json.dumps(meta, sort_keys=True)])
     buffer = io.BytesIO()
     np.savez(buffer, **arrays)  # type: ignore[arg-type]
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as handle:
-        handle.write(buffer.getbuffer())
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-    _fsync_dir(path.parent)
-    return path
-
-
-def _fsync_dir(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
+    return atomic.write_bytes(path, buffer.getbuffer())
 
 
 def load_episode(path: str | Path) -> Episode:

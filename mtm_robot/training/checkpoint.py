@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +23,7 @@ import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
+from mtm_robot import atomic
 from mtm_robot.config import from_dict, to_dict
 from mtm_robot.data.normalize import Normalizer
 from mtm_robot.errors import CheckpointError, ConfigError, SpecMismatchError
@@ -67,15 +67,6 @@ def _sha256(path: Path) -> str:
     return digest.hexdigest()
 
 
-def _atomic_write_bytes(path: Path, data: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
 def save_checkpoint(
     directory: str | Path,
     model: MTM,
@@ -104,7 +95,7 @@ def save_checkpoint(
     )
     meta.setdefault("model_id", directory.name)
     text = yaml.safe_dump(meta, sort_keys=False, width=120)
-    _atomic_write_bytes(directory / METADATA_FILE, text.encode())
+    atomic.write_text(directory / METADATA_FILE, text)
     return directory
 
 
