@@ -8,6 +8,12 @@ flushes the steps gathered every ``flush_interval_s`` as a chunk file
 ends merges the chunks into ``episode_000007.npz``. A crash loses at most one flush interval:
 :func:`recover_partial` merges the chunks of an episode that never ended into an episode file
 marked ``complete: false``.
+
+A write that fails (a full disk: ENOSPC, or any other OSError) stops the recorder: it writes
+nothing more, leaves every complete episode and the chunks of the open one as they are (the
+open one up to its last good flush, merged by :func:`recover_partial` when a recorder next opens
+the folder), leaves no temporary file, and says why in :attr:`EpisodeRecorder.error` and the
+log. Sessions and launchers report that error and exit non-zero.
 """
 
 from __future__ import annotations
@@ -24,6 +30,7 @@ from typing import Any
 import numpy as np
 
 from mtm_robot.data.episodes import Episode, episode_file, episode_paths, load_episode, save_episode
+from mtm_robot.errors import DataError
 
 log = logging.getLogger(__name__)
 _PART = re.compile(r"^episode_(\d+)\.part_(\d+)\.npz$")
@@ -105,7 +112,14 @@ class EpisodeRecorder:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self.config = config or RecorderConfig()
-        for path in recover_partial(self.directory):
+        try:
+            recovered = recover_partial(self.directory)
+        except OSError as exc:  # a full disk: the chunks stay as they are
+            raise DataError(
+                f"cannot merge the partial episodes left in {self.directory} "
+                f"({exc.strerror or exc}); free space there and start again"
+            ) from exc
+        for path in recovered:
             log.warning("recovered a partial episode: %s", path)
         self._queue: deque[tuple[str, Any]] = deque()
         existing = episode_paths(self.directory)
@@ -115,6 +129,7 @@ class EpisodeRecorder:
         self.episodes_written = 0
         self.write_s: list[float] = []
         self.errors: list[str] = []
+        self.error = ""  # the write error that stopped the recorder ("" while it writes)
         self._thread = threading.Thread(target=self._run, name="recorder", daemon=True)
         self._thread.start()
 
@@ -139,6 +154,8 @@ class EpisodeRecorder:
         The arrays are kept by reference (conversion happens on the writer thread): pass arrays
         that are not modified afterwards, as the controller does.
         """
+        if self.error:  # stopped by a write error: nothing more is written
+            return False
         if len(self._queue) >= self.config.queue_size:
             self.dropped_steps += 1
             return False
@@ -189,13 +206,18 @@ class EpisodeRecorder:
             pending, part = [], part + 1
 
         while True:
-            if not self._queue:
-                time.sleep(self.config.poll_s)
-                if time.monotonic() - last_flush >= self.config.flush_interval_s:
-                    flush()
-                continue
-            kind, payload = self._queue.popleft()
+            kind = ""
             try:
+                if not self._queue:
+                    time.sleep(self.config.poll_s)
+                    if time.monotonic() - last_flush >= self.config.flush_interval_s:
+                        flush()
+                    continue
+                kind, payload = self._queue.popleft()
+                if self.error:  # stopped: drain the queue, write nothing
+                    if kind == "stop":
+                        return
+                    continue
                 if kind == "begin":
                     index, meta, pending, part = payload[0], payload[1], [], 0
                 elif kind == "step":
@@ -211,9 +233,29 @@ class EpisodeRecorder:
                         return
                 if time.monotonic() - last_flush >= self.config.flush_interval_s:
                     flush()
-            except Exception as exc:  # disk full, bad data: report, never let the writer die
+            except OSError as exc:  # a full disk: stop writing, keep what is on disk
+                self._stop_writing(exc, index)
+                pending = []
+            except Exception as exc:  # bad data: report, never let the writer die
                 self.errors.append(f"{type(exc).__name__}: {exc}")
                 log.error("recorder could not write: %s", exc)
+            if kind == "stop":  # closing failed: what is on disk stays as it is
+                return
+
+    def _stop_writing(self, exc: OSError, index: int | None) -> None:
+        parts = _parts(self.directory).get(index, []) if index is not None else []
+        kept = (
+            f"; episode {index} kept up to its last flush as {len(parts)} part files, merged "
+            f"(complete: false) when a recorder next opens the folder"
+            if parts
+            else ""
+        )
+        self.error = (
+            f"writing episodes to {self.directory} failed: {exc.strerror or exc}; "
+            f"the recorder stopped with {self.episodes_written} complete episodes written{kept}"
+        )
+        self.errors.append(self.error)
+        log.error("%s", self.error)
 
     @staticmethod
     def _chunk(steps: list[_Step], meta: dict[str, Any]) -> Episode:

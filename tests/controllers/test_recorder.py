@@ -145,3 +145,42 @@ def test_steps_without_reward_and_closing_metadata(tmp_path):
     assert episode.meta["reason"] == "operator stopped"
     assert episode.meta["complete"] is True  # the recorder decides: it saw the end
     assert rec.errors == []
+
+
+def _wait_for(condition, timeout_s: float = 10.0) -> None:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout_s
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.01)
+
+
+def test_a_full_disk_stops_writing_keeps_what_was_written_and_says_so(tmp_path, monkeypatch):
+    """Issue 13: the idle-branch flush raised ENOSPC outside the try and the writer died."""
+    from tests.test_atomic import full_disk_after
+
+    rec = EpisodeRecorder(tmp_path, RecorderConfig(flush_interval_s=0.05))
+    rec.begin({"task": "toy", "seed": 0})
+    _steps(rec, 20)
+    rec.end()
+    rec.begin({"task": "toy", "seed": 1})
+    _steps(rec, 10)
+    _wait_for(lambda: rec.episodes_written == 1 and rec.flushes == 2)  # ep 0 + a part of ep 1
+    full_disk_after(monkeypatch, 0)
+    _steps(rec, 10)  # the idle flush of these steps hits the full disk
+    _wait_for(lambda: bool(rec.error))
+    assert "No space left on device" in rec.error
+    rec.end()
+    rec.begin({"task": "toy", "seed": 2})
+    assert not rec.record(np.zeros(3), None, None, None, 0.0)  # nothing more is written
+    rec.end()
+    rec.close(timeout_s=10)
+    assert not rec._thread.is_alive()
+    monkeypatch.undo()  # space freed
+    assert not list(tmp_path.glob(".*"))  # no temporary file left behind
+    [complete] = [load_episode(p) for p in episode_paths(tmp_path)]
+    assert len(complete) == 20 and complete.meta["complete"] is True
+    [partial] = recover_partial(tmp_path)  # episode 1 up to its last good flush
+    episode = load_episode(partial)
+    assert len(episode) == 10 and episode.meta["complete"] is False
+    assert episode.meta["seed"] == 1
+    assert len(episode_paths(tmp_path)) == 2  # episode 2 was never written
