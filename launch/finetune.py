@@ -40,7 +40,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, required=True, help="run directory")
     p.add_argument("--steps", type=int, default=2000, help="finetuning steps")
     p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate")
-    p.add_argument("--push", help="node endpoint (tcp://host:port) to hot-swap the result into")
+    p.add_argument(
+        "--push",
+        help="node endpoint (tcp://host:port) to hot-swap the result into; the node must run "
+        "with --allow-reload DIR, DIR containing --out",
+    )
     p.add_argument(
         "--eval-episodes",
         type=int,

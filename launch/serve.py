@@ -8,19 +8,22 @@ Examples:
 
 Binds loopback by default. Any other address needs CurveZMQ keys (make them with
 launch/keygen.py) or --insecure. SIGINT/SIGTERM finish the queued requests and stop; SIGHUP
-reloads the checkpoint from disk (hot swap, no request dropped).
+reloads the checkpoint from disk (hot swap, no request dropped). Remote "reload" requests
+(finetune.py --push) are refused unless --allow-reload DIR names where they may load from.
 """
 
 from __future__ import annotations
 
 import argparse
 import logging
+import os
 import signal
 from pathlib import Path
 from types import FrameType
 
 from mtm_robot.cli import run
 from mtm_robot.config import load_config
+from mtm_robot.serving.process import exit_with_parent
 from mtm_robot.serving.server import InferenceNode, ServeConfig
 
 
@@ -52,6 +55,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="allow a non-loopback bind without CurveZMQ (anyone reaching it can query)",
     )
     parser.add_argument(
+        "--allow-reload",
+        metavar="DIR",
+        help="answer remote reload requests for checkpoints under DIR (default: refuse them)",
+    )
+    parser.add_argument(
+        "--parent-pid",
+        type=int,
+        help="exit when process PID ends (set by whoever starts the node as its child)",
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -75,6 +88,7 @@ def build_config(args: argparse.Namespace) -> ServeConfig:
         "curve_secret_key": args.curve_secret_key,
         "curve_allowed_clients": args.curve_allowed_clients,
         "insecure": True if args.insecure else None,
+        "allow_reload": args.allow_reload,
     }
     overrides = [f"{key}={value}" for key, value in flags.items() if value is not None]
     return load_config(ServeConfig, args.config, overrides + list(args.set))
@@ -83,6 +97,8 @@ def build_config(args: argparse.Namespace) -> ServeConfig:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    if args.parent_pid:  # SIGTERM when the parent is gone: the graceful stop below
+        exit_with_parent(args.parent_pid, lambda: os.kill(os.getpid(), signal.SIGTERM))
     config = build_config(args)
     node = InferenceNode(config)
 

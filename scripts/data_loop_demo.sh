@@ -33,7 +33,9 @@ run() { echo "+ $*" >&2; "$@"; }
 mkdir -p "$OUT"
 NODE="tcp://127.0.0.1:$(free_port)"
 echo "== 1. inference node: $CHECKPOINT at $NODE (log $OUT/node.log)"
-"$PY" launch/serve.py --checkpoint "$CHECKPOINT" --bind "$NODE" >"$OUT/node.log" 2>&1 &
+# --allow-reload: step 4 hot-swaps the finetuned checkpoint (written under $OUT) into this node
+"$PY" launch/serve.py --checkpoint "$CHECKPOINT" --bind "$NODE" --allow-reload "$OUT" \
+    >"$OUT/node.log" 2>&1 &
 NODE_PID=$!
 RECORDER_PID=""
 cleanup() {

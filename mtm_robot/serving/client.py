@@ -312,10 +312,16 @@ class NodeClient:
     def stats(self, timeout_ms: float | None = None) -> dict[str, Any]:
         return self.call({"type": "stats"}, timeout_ms=timeout_ms).raise_for_status().body
 
-    def reload(self, checkpoint: str | None = None, timeout_ms: float = 120_000) -> Reply:
+    def reload(
+        self, checkpoint: str | None = None, timeout_ms: float = 120_000, force: bool = False
+    ) -> Reply:
+        """Hot-swap ``checkpoint`` into the node (it must allow remote reload from there);
+        ``force`` serves a different model of the same dimensions (docs/protocol.md)."""
         header: dict[str, Any] = {"type": "reload"}
         if checkpoint is not None:
             header["checkpoint"] = checkpoint
+        if force:
+            header["force"] = True
         return self.call(header, timeout_ms=timeout_ms).raise_for_status()
 
     def wait_ready(self, timeout_s: float = 30.0, poll_ms: float = 200.0) -> dict[str, Any]:

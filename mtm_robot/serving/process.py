@@ -1,17 +1,25 @@
 """Running an inference node as a child process (what ``sim_control.py`` does by default).
 
 Imports no torch: the child process loads the model, the parent only talks ZeroMQ to it.
+
+Lifecycle: a node started here is passed ``--parent-pid`` and exits when its parent dies
+(:func:`exit_with_parent`: ``PR_SET_PDEATHSIG`` on Linux, plus a ``getppid`` watchdog), so a
+``kill -9`` of the controller leaves no orphan serving on.
 """
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import logging
 import os
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +28,54 @@ from mtm_robot.serving.client import NodeClient, NodeTimeoutError
 
 log = logging.getLogger(__name__)
 SERVE_SCRIPT = Path(__file__).resolve().parents[2] / "launch" / "serve.py"
+
+
+#: prctl(2) option: the signal this process gets when its parent (thread) ends.
+PR_SET_PDEATHSIG = 1
+
+
+def _set_parent_death_signal(signum: int) -> bool:
+    """Linux: have the kernel send ``signum`` when the parent ends; False elsewhere."""
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        if libc.prctl(PR_SET_PDEATHSIG, signum, 0, 0, 0) != 0:
+            log.warning("prctl(PR_SET_PDEATHSIG) failed: errno %d", ctypes.get_errno())
+            return False
+    except (OSError, AttributeError) as exc:
+        log.warning("prctl unavailable (%s): relying on the parent watchdog", exc)
+        return False
+    return True
+
+
+def exit_with_parent(
+    parent_pid: int,
+    on_parent_death: Callable[[], None],
+    poll_s: float = 0.5,
+    grace_s: float = 10.0,
+) -> threading.Thread:
+    """End this process when ``parent_pid`` (the process that started it) ends.
+
+    On Linux the kernel sends SIGTERM at once (``PR_SET_PDEATHSIG``; the caller's SIGTERM
+    handler stops gracefully). A daemon thread also polls ``os.getppid()`` every ``poll_s``
+    (portable, and it covers a parent that died before the prctl): when the parent is gone it
+    calls ``on_parent_death`` and, if the process still runs ``grace_s`` later, exits hard.
+    """
+    _set_parent_death_signal(signal.SIGTERM)
+
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(poll_s)
+        log.warning("parent process %d is gone: stopping", parent_pid)
+        on_parent_death()
+        time.sleep(grace_s)
+        log.error("still running %.0f s after the parent died: exiting now", grace_s)
+        os._exit(1)
+
+    thread = threading.Thread(target=watch, name="mtm-parent-watch", daemon=True)
+    thread.start()
+    return thread
 
 
 def free_loopback_port() -> int:
@@ -48,7 +104,12 @@ class NodeProcess:
         self.rt_priority = rt_priority  # SCHED_FIFO priority of the node (0: normal)
 
     def start(self, ready_timeout_s: float = 120.0) -> dict[str, object]:
-        """Start the node and wait until it is warm; returns its metadata."""
+        """Start the node and wait until it is warm; returns its metadata.
+
+        The node exits when this process ends (``--parent-pid``). On Linux it also gets
+        SIGTERM when the *thread* that started it ends: start it from a thread that lives as
+        long as the node should.
+        """
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         cmd = [
             sys.executable,
@@ -57,6 +118,8 @@ class NodeProcess:
             self.checkpoint,
             "--bind",
             self.endpoint,
+            "--parent-pid",
+            str(os.getpid()),
             *self.extra_args,
         ]
         handle = open(self.log_path, "ab")  # noqa: SIM115 - owned by the child for its lifetime

@@ -23,6 +23,7 @@ import logging
 import threading
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import zmq
@@ -32,8 +33,14 @@ from mtm_robot.serving import protocol as wire
 from mtm_robot.serving.backends import BackendConfig, Engine, load_engine, warm_up
 from mtm_robot.serving.batcher import Batcher, Job, Outcome
 from mtm_robot.serving.contexts import context_from_message, deadline_ms, prediction_arrays
+from mtm_robot.serving.reload_policy import (
+    allowed_reload_path,
+    model_differences,
+    spec_differences,
+)
 from mtm_robot.serving.security import CurveServer, is_loopback
 from mtm_robot.serving.stats import ServingStats
+from mtm_robot.training.checkpoint import read_metadata, resolve_checkpoint_path
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +60,8 @@ class ServeConfig:
     insecure: bool = False  # allow a non-loopback bind without CurveZMQ (logs a warning)
     curve_secret_key: str = ""  # node's .key_secret file; enables CurveZMQ
     curve_allowed_clients: str = ""  # directory of allowed client public keys (*.key)
-    allow_reload: bool = True  # answer "reload" requests (SIGHUP reloads regardless)
+    allow_reload: str = ""  # directory remote "reload" requests may load from ("": off);
+    # SIGHUP reloads regardless (see mtm_robot/serving/reload_policy.py)
     stats_window: int = 10_000  # samples per stage kept for percentiles
     send_hwm: int = 100_000  # replies queued per peer before ZeroMQ drops them
 
@@ -62,6 +70,11 @@ class ServeConfig:
             raise ConfigError(f"max_wait_us must be >= 0, got {self.max_wait_us}")
         if self.max_queue < 1 or self.max_message_bytes < 1024:
             raise ConfigError("max_queue must be >= 1 and max_message_bytes >= 1024")
+        if not isinstance(self.allow_reload, str):
+            raise ConfigError(
+                f"allow_reload is the directory remote reloads may load from ('' turns them "
+                f"off), got {self.allow_reload!r}"
+            )
         if bool(self.curve_secret_key) != bool(self.curve_allowed_clients):
             raise ConfigError("curve_secret_key and curve_allowed_clients go together")
         if not is_loopback(self.bind) and not self.curve_secret_key and not self.insecure:
@@ -90,7 +103,7 @@ class InferenceNode:
         self._stop = threading.Event()
         self._stopped = threading.Event()
         self._reloading = threading.Event()
-        self._pending_reload: str | None = None
+        self._pending_reload: tuple[str, bool] | None = None
         self._lock = threading.Lock()
         self._results_address = f"inproc://mtm-results-{id(self)}-{next(_node_ids)}"
         self._router: zmq.Socket | None = None
@@ -173,10 +186,14 @@ class InferenceNode:
         """Thread- and signal-safe: finish queued requests, then stop."""
         self._stop.set()
 
-    def request_reload(self, checkpoint: str | None = None) -> None:
-        """Thread- and signal-safe: reload ``checkpoint`` (default: the served one's path)."""
+    def request_reload(self, checkpoint: str | None = None, force: bool = False) -> None:
+        """Thread- and signal-safe: reload ``checkpoint`` (default: the served one's path).
+
+        Not confined to ``allow_reload`` (the operator's own reload); a different model is
+        refused unless ``force``.
+        """
         with self._lock:
-            self._pending_reload = checkpoint or self._checkpoint_path
+            self._pending_reload = (checkpoint or self._checkpoint_path, force)
 
     def close(self, timeout_s: float = 10.0) -> None:
         """Stop and wait (for nodes run with :meth:`run_in_thread`)."""
@@ -204,7 +221,7 @@ class InferenceNode:
             with self._lock:
                 pending, self._pending_reload = self._pending_reload, None
             if pending is not None:
-                self._start_reload(pending, None, None)
+                self._start_reload(*pending, None, None)
 
     def _forward_results(self) -> None:
         assert self._router is not None and self._results is not None
@@ -365,37 +382,68 @@ class InferenceNode:
 
     # -- reload -------------------------------------------------------------------------------
     def _handle_reload(self, message: wire.Message, envelope: list[bytes]) -> None:
-        if not self.config.allow_reload:
-            raise wire.ProtocolError(wire.BAD_REQUEST, "reload requests are disabled on this node")
+        allowed = self.config.allow_reload
+        if not allowed:
+            raise wire.ProtocolError(
+                wire.FORBIDDEN,
+                "remote reload is off on this node; its operator can allow it with "
+                "--allow-reload DIR (checkpoints under DIR only) or reload by SIGHUP",
+            )
         path = message.header.get("checkpoint", self._checkpoint_path)
         if not isinstance(path, str) or not path:
             raise wire.ProtocolError(wire.BAD_REQUEST, "checkpoint: expected a path string")
+        force = message.header.get("force", False)
+        if not isinstance(force, bool):
+            raise wire.ProtocolError(wire.BAD_REQUEST, "force: expected true or false")
+        resolved = allowed_reload_path(str(resolve_checkpoint_path(path)), allowed)
+        if resolved is None:
+            raise wire.ProtocolError(
+                wire.FORBIDDEN,
+                f"checkpoint {path[:200]!r} is not under {Path(allowed).resolve()} (the "
+                "directory this node reloads from; symlinks and '..' are resolved first)",
+            )
         if self._reloading.is_set():
             raise wire.ProtocolError(wire.BUSY, "a reload is already running")
         assert message.request_id is not None
-        self._start_reload(path, envelope, message.request_id)
+        self._start_reload(str(resolved), force, envelope, message.request_id)
 
-    def _start_reload(self, path: str, envelope: list[bytes] | None, rid: int | str | None) -> None:
+    def _start_reload(
+        self, path: str, force: bool, envelope: list[bytes] | None, rid: int | str | None
+    ) -> None:
         if self._reloading.is_set():
             log.warning("reload of %s ignored: a reload is already running", path)
             return
         self._reloading.set()
         threading.Thread(
-            target=self._reload, args=(path, envelope, rid), name="mtm-reload", daemon=True
+            target=self._reload, args=(path, force, envelope, rid), name="mtm-reload", daemon=True
         ).start()
 
-    def _reload(self, path: str, envelope: list[bytes] | None, rid: int | str | None) -> None:
+    def _check_same_model(self, path: str, force: bool) -> None:
+        """Refuse another spec always, and another model of the same spec unless forced."""
+        served, candidate = self._engine.checkpoint.metadata, read_metadata(path)
+        if spec := spec_differences(served, candidate):
+            raise ConfigError(f"spec differs ({'; '.join(spec)}): restart the node to serve it")
+        if (differences := model_differences(served, candidate)) and not force:
+            raise wire.ProtocolError(
+                wire.MODEL_MISMATCH,
+                f"{path} is a different model from {self.model_id} ({'; '.join(differences)}); "
+                "send force: true to serve it anyway",
+            )
+
+    def _reload(
+        self, path: str, force: bool, envelope: list[bytes] | None, rid: int | str | None
+    ) -> None:
         push = self._connect_push()
         try:
             header: dict[str, Any]
             try:
+                self._check_same_model(str(resolve_checkpoint_path(path)), force)
                 engine = load_engine(path, self.config.backend, warm=True)
-                old, new = self._engine.checkpoint.spec, engine.checkpoint.spec
-                if (old.modalities, old.segment_length) != (new.modalities, new.segment_length):
-                    raise ConfigError(
-                        f"spec differs: serving {old.modalities} L={old.segment_length}, "
-                        f"{path} has {new.modalities} L={new.segment_length}"
-                    )
+            except wire.ProtocolError as exc:
+                log.error("reload of %s refused; still serving %s: %s", path, self.model_id, exc)
+                self.stats.count_error(exc.code)
+                header = wire.error_header(rid, "reload", exc.code, exc.message)
+                header["model_id"] = self.model_id
             except Exception as exc:
                 log.exception("reload of %s failed; still serving %s", path, self.model_id)
                 self.stats.count_error(wire.RELOAD_FAILED)

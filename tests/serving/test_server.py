@@ -337,7 +337,7 @@ def test_reload_swaps_models_without_dropping_queued_requests(
     start_node, connect, checkpoint_a, checkpoint_b
 ):
     gated = GatedForward(checkpoint_a)
-    node = start_node(engine=gated.engine)
+    node = start_node(engine=gated.engine, allow_reload=str(checkpoint_b.parent))
     client = connect(node.endpoint, timeout_ms=20_000)
     direct = {"tiny-a": direct_predictor(checkpoint_a), "tiny-b": direct_predictor(checkpoint_b)}
     rng = np.random.default_rng(8)
@@ -346,7 +346,8 @@ def test_reload_swaps_models_without_dropping_queued_requests(
     rids = [_submit(client, contexts[0])]
     assert wait_for(lambda: gated.calls > 0 and node.queue_depth == 0)
     rids += [_submit(client, c) for c in contexts[1:]]
-    reload_rid = client.send({"type": "reload", "checkpoint": str(checkpoint_b)})
+    # tiny-b is another model of the same dims (its own normaliser): forced
+    reload_rid = client.send({"type": "reload", "checkpoint": str(checkpoint_b), "force": True})
     reload_reply = client.poll(reload_rid, 20_000)
     assert reload_reply.ok and reload_reply.body["previous_model_id"] == "tiny-a"
     assert reload_reply.model_id == "tiny-b"
@@ -359,7 +360,7 @@ def test_reload_swaps_models_without_dropping_queued_requests(
 
 
 def test_failed_reloads_keep_the_old_model(start_node, connect, tmp_path):
-    node = start_node()
+    node = start_node(allow_reload=str(tmp_path))
     client = connect(node.endpoint, timeout_ms=20_000)
     with pytest.raises(NodeError, match="reload_failed"):
         client.reload(str(tmp_path / "missing"))
@@ -376,7 +377,7 @@ def test_failed_reloads_keep_the_old_model(start_node, connect, tmp_path):
 def test_reload_by_signal_path_rereads_the_checkpoint(start_node, connect, checkpoint_b):
     node = start_node()
     client = connect(node.endpoint)
-    node.request_reload(str(checkpoint_b))
+    node.request_reload(str(checkpoint_b), force=True)
     assert wait_for(lambda: client.health()["model_id"] == "tiny-b")
 
 
