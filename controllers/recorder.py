@@ -245,7 +245,7 @@ class EpisodeRecorder:
     def _stop_writing(self, exc: OSError, index: int | None) -> None:
         parts = _parts(self.directory).get(index, []) if index is not None else []
         kept = (
-            f"; episode {index} kept up to its last flush as {len(parts)} part files, merged "
+            f"; episode {index} kept up to its last flush in {len(parts)} chunk file(s), merged "
             f"(complete: false) when a recorder next opens the folder"
             if parts
             else ""

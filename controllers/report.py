@@ -93,6 +93,7 @@ def aggregate(result: SessionResult) -> dict[str, Any]:
         if result.summaries
         else float("nan"),
         "wall_s": result.wall_s,
+        **({"recording_error": result.recording_error} if result.recording_error else {}),
     }
 
 

@@ -28,6 +28,7 @@ from controllers.report import summary_table, write_run_dir
 from controllers.session import SessionConfig, run_session
 from mtm_robot.cli import flag_overrides, run
 from mtm_robot.config import load_config, save_config
+from mtm_robot.errors import MTMRobotError
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -144,6 +145,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"run directory: {run_dir}")
     if args.json:
         print(json.dumps(summary, default=float))
+    if result.recording_error:  # the run directory is written; the recording is not complete
+        raise MTMRobotError(f"--record: {result.recording_error}")
     return 0
 
 
