@@ -12,6 +12,10 @@ Each tick (realtime mode):
 The reply's predicted next state is compared with the state observed on the next tick: a
 free surprise signal (no extra inference). Lockstep mode runs the same code but waits for every
 reply (up to a generous timeout) and needs no wall clock: deterministic evaluation.
+
+A node the session owns is watched (:class:`NodeWatch`): while it is down, realtime ticks fall
+back as for any miss and lockstep waits for its restart, then resends (the request died with
+the node); once it is lost for good the episode ends, with the reason in ``ended_by``.
 """
 
 from __future__ import annotations
@@ -54,6 +58,21 @@ class PolicyPort(Protocol):
     def submit(self, mode: str, state: np.ndarray, **fields: Any) -> int: ...
     def poll(self, request_id: int, timeout_ms: float = 0.0) -> Reply | None: ...
     def abandon(self, request_id: int) -> None: ...
+
+
+class NodeWatch(Protocol):
+    """The node's lifecycle, as a session that owns the node process sees it (optional)."""
+
+    @property
+    def down(self) -> bool: ...  # dead, or restarting
+    @property
+    def generation(self) -> int: ...  # +1 per restart: requests sent before it are gone
+    @property
+    def lost_reason(self) -> str: ...  # non-empty: gone for good, the run must end
+
+
+class NodeLostError(Exception):
+    """The watched node is gone for good (its reason is the message)."""
 
 
 class EnvPort(Protocol):
@@ -105,6 +124,7 @@ class TickLog:
     surprise: list[float] = field(default_factory=list)  # nan when there was no prediction
     reward: list[float] = field(default_factory=list)
     skipped: list[int] = field(default_factory=list)
+    node_down: list[bool] = field(default_factory=list)  # the watched node was dead this tick
 
     def arrays(self) -> dict[str, np.ndarray]:
         return {
@@ -119,6 +139,7 @@ class TickLog:
             "surprise": np.asarray(self.surprise),
             "reward": np.asarray(self.reward),
             "skipped": np.asarray(self.skipped),
+            "node_down": np.asarray(self.node_down, dtype=bool),
         }
 
 
@@ -135,6 +156,7 @@ class EpisodeResult:
     physics: np.ndarray
     telemetry: TickLog
     nominal_period_s: float
+    ended_by: str = ""  # why the episode stopped before its end ("": it ran to the end)
 
     def summary(self) -> dict[str, Any]:
         tel = self.telemetry.arrays()
@@ -157,6 +179,8 @@ class EpisodeResult:
             "jitter_ms_p99": _pct(jitter, 99) * 1e3,
             "surprise_mean": float(surprise.mean()) if len(surprise) else float("nan"),
             "models": sorted(set(tel["model_id"].tolist()) - {""}),
+            "node_down_ticks": int(tel["node_down"].sum()),
+            "ended_by": self.ended_by,
         }
 
 
@@ -178,8 +202,10 @@ class Controller:
         safe_action: np.ndarray | None = None,
         state_scale: np.ndarray | None = None,
         recorder: EpisodeRecorder | None = None,
+        node: NodeWatch | None = None,
     ) -> None:
         self.env = env
+        self.node = node
         self.policy = policy
         self.config = config
         if config.mode == "inverse_dynamics":
@@ -216,27 +242,62 @@ class Controller:
             fields["future_states"] = self.reference.desired(step, state, c.future_states)
         return fields
 
+    def _node_lost(self) -> str:
+        return self.node.lost_reason if self.node is not None else ""
+
+    def _await_node(self) -> None:
+        """Lockstep: wait while the watched node restarts (its ready timeout bounds this)."""
+        assert self.node is not None
+        while self.node.down and not self.node.lost_reason:
+            time.sleep(0.01)
+        if self.node.lost_reason:
+            raise NodeLostError(self.node.lost_reason)
+
     def _request(
         self, state: np.ndarray, timeout_ms: float, fields: dict[str, Any]
     ) -> Reply | None:
-        """Send and wait up to ``timeout_ms``; a failure of the link is a miss, never a crash."""
+        """Send and wait up to ``timeout_ms``; a failure of the link is a miss, never a crash.
+
+        Lockstep with a watched node waits in slices and checks the node between them: a death
+        is seen at once (the request is resent after the restart) and :class:`NodeLostError` is
+        raised when the node is gone for good, so lockstep never waits on a dead node.
+        """
+        watched = self.node is not None and not self.config.realtime
+        slice_ms = 50.0 if watched else timeout_ms
         give_up = time.perf_counter() + timeout_ms / 1e3
+        generation = self.node.generation if self.node is not None else 0
+        rid: int | None = None
         while True:
-            try:
-                rid = self.policy.submit(self.config.mode, state, deadline_ms=timeout_ms, **fields)
-                break
-            except (OSError, TimeoutError) as exc:  # node away: the send cannot be queued
-                if self.config.realtime or time.perf_counter() > give_up:
-                    self.link_errors += 1
-                    log.debug("request not sent: %s", exc)
-                    return None
-                time.sleep(0.005)  # lockstep waits for the link (connecting, node restarting)
-        reply = self.policy.poll(rid, timeout_ms=timeout_ms)
-        if reply is None:
-            self.policy.abandon(rid)
-        elif not reply.ok:
-            self.error_replies += 1
-        return reply
+            if watched:
+                assert self.node is not None
+                if self.node.down or self.node.lost_reason or self.node.generation != generation:
+                    if rid is not None:  # it died with the node
+                        self.policy.abandon(rid)
+                        rid = None
+                    self._await_node()
+                    generation = self.node.generation
+                    give_up = time.perf_counter() + timeout_ms / 1e3
+            if rid is None:
+                try:
+                    rid = self.policy.submit(
+                        self.config.mode, state, deadline_ms=timeout_ms, **fields
+                    )
+                except (OSError, TimeoutError) as exc:  # node away: the send cannot be queued
+                    if self.config.realtime or time.perf_counter() > give_up:
+                        self.link_errors += 1
+                        log.debug("request not sent: %s", exc)
+                        return None
+                    time.sleep(0.005)  # lockstep waits for the link (connecting, restarting)
+                    continue
+            remaining_ms = max(0.0, (give_up - time.perf_counter()) * 1e3)
+            reply = self.policy.poll(rid, timeout_ms=min(slice_ms, remaining_ms))
+            if reply is not None:
+                if not reply.ok:
+                    self.error_replies += 1
+                return reply
+            if not watched or time.perf_counter() > give_up:
+                self.policy.abandon(rid)
+                return None
 
     def run_episode(self, seed: int) -> EpisodeResult:
         c = self.config
@@ -267,7 +328,10 @@ class Controller:
         previous_start: float | None = None
         terminated = truncated = False
         step = 0
+        ended_by = ""
         while not (terminated or truncated) and not (c.max_steps and step >= c.max_steps):
+            if ended_by := self._node_lost():
+                break  # realtime: the fallback cannot stand in for a node that will not return
             tick = timer.wait()
             surprise = float("nan")
             if predicted_next is not None:
@@ -282,7 +346,15 @@ class Controller:
                 c.lockstep_timeout_ms if not c.realtime else max(0.0, (budget_end - sent) * 1e3)
             )
             fields = self._fields(step, state, hs, ha)
-            reply = self._request(state, timeout_ms, fields)
+            generation = self.node.generation if self.node is not None else 0
+            node_down = self.node is not None and self.node.down
+            try:
+                reply = self._request(state, timeout_ms, fields)
+            except NodeLostError as exc:
+                ended_by = str(exc)
+                break
+            if self.node is not None:  # down at any point of this tick
+                node_down |= self.node.down or self.node.generation != generation
             latency = float("nan")
             model_id = ""
             predicted_next = None
@@ -330,6 +402,7 @@ class Controller:
             log_.surprise.append(surprise)
             log_.reward.append(float(reward))
             log_.skipped.append(tick.skipped)
+            log_.node_down.append(node_down)
             if not c.realtime:
                 assert isinstance(self.clock, SimulatedClock)
                 self.clock.advance(period)
@@ -342,6 +415,7 @@ class Controller:
                 terminated=bool(terminated),
                 truncated=bool(truncated),
                 policy_id=",".join(policy_ids),
+                **({"ended_by": ended_by} if ended_by else {}),
             )
         return EpisodeResult(
             seed,
@@ -355,4 +429,5 @@ class Controller:
             np.asarray(physics),
             log_,
             period,
+            ended_by,
         )

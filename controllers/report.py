@@ -93,6 +93,8 @@ def aggregate(result: SessionResult) -> dict[str, Any]:
         if result.summaries
         else float("nan"),
         "wall_s": result.wall_s,
+        "ended_by": result.ended_by,  # "" unless the run stopped early (its node was lost)
+        "node_events": result.node_events,  # the owned node's deaths and restarts
         **({"recording_error": result.recording_error} if result.recording_error else {}),
     }
 

@@ -23,7 +23,7 @@ from controllers.reference import ReferenceTrajectory
 from controllers.timing import set_realtime_priority
 from mtm_robot.errors import MTMRobotError, SpecMismatchError
 from mtm_robot.serving.client import NodeClient
-from mtm_robot.serving.process import NodeProcess, open_node
+from mtm_robot.serving.process import NodeProcess, NodeSupervisor, open_node
 from sim import registry
 
 log = logging.getLogger(__name__)
@@ -48,6 +48,8 @@ class SessionConfig:
     record: str = ""  # episode-store directory for the recorded episodes
     node_args: list[str] = field(default_factory=list)  # extra launch/serve.py arguments
     node_ready_timeout_s: float = 180.0
+    node_restarts: int = 1  # restarts of a node this session started, after it dies; then
+    # (or with 0, at the first death) the run ends with the reason in summary.json
     rt_priority: int = 0  # >0: SCHED_FIFO priority for the loop and the node (needs root)
     controller: ControllerConfig = field(default_factory=ControllerConfig)
 
@@ -60,6 +62,8 @@ class SessionResult:
     summaries: list[dict[str, Any]]
     wall_s: float
     recording_error: str = ""  # why --record stopped writing (a full disk); "" when it did not
+    ended_by: str = ""  # why the run stopped early (the node is gone); "" when it did not
+    node_events: list[dict[str, Any]] = field(default_factory=list)  # died / restarted / lost
 
 
 def check_model_fits_task(
@@ -123,6 +127,8 @@ def run_session(config: SessionConfig, run_dir: Path, progress: bool = True) -> 
         except ValueError as exc:
             raise MTMRobotError(f"bad reference file: {exc}") from exc
     node: NodeProcess | None = None
+    watch: NodeSupervisor | None = None
+    ended_by = ""
     recorder: EpisodeRecorder | None = None
     start = time.perf_counter()
     try:
@@ -134,6 +140,8 @@ def run_session(config: SessionConfig, run_dir: Path, progress: bool = True) -> 
             c.node_ready_timeout_s,
             c.rt_priority,
         )
+        if node is not None:  # a death is reported within 0.1 s, the node restarted
+            watch = NodeSupervisor(node, c.node_restarts, c.node_ready_timeout_s).start()
         if isinstance(env, MappedEnv):
             env.io_map.check_model(metadata)
         check_model_fits_task(
@@ -163,6 +171,7 @@ def run_session(config: SessionConfig, run_dir: Path, progress: bool = True) -> 
                 reference,
                 state_scale=np.asarray(state_std) if state_std else None,
                 recorder=recorder,
+                node=watch,
             )
             for i in range(c.episodes):
                 if recorder is not None and recorder.error:
@@ -179,14 +188,22 @@ def run_session(config: SessionConfig, run_dir: Path, progress: bool = True) -> 
                         f"{summary['deadline_misses']} misses",
                         flush=True,
                     )
+                if result.ended_by:  # the node is gone for good: no further episode
+                    ended_by = result.ended_by
+                    break
     finally:
         if recorder is not None:
             recorder.close()
             if recorder.dropped_steps:
                 log.warning("recorder dropped %d steps (queue full)", recorder.dropped_steps)
+        if watch is not None:  # first: stopping the node is not a death
+            watch.close()
         if node is not None:
             node.stop()
         env.close()
     recording_error = recorder.error if recorder is not None else ""
     wall_s = time.perf_counter() - start
-    return SessionResult(task, metadata, results, summaries, wall_s, recording_error)
+    events = watch.events if watch is not None else []
+    return SessionResult(
+        task, metadata, results, summaries, wall_s, recording_error, ended_by, events
+    )

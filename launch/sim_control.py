@@ -71,6 +71,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=int,
         help="SCHED_FIFO priority (1-99) for the loop and the node (needs root)",
     )
+    p.add_argument(
+        "--node-restarts",
+        type=int,
+        help="restarts of the node this run started, after it dies (default 1; then the run "
+        "ends, the reason in summary.json)",
+    )
     p.add_argument("--record", help="write the episodes to this episode-store directory")
     p.add_argument("--video", type=Path, help="render the first episode to this .mp4/.gif")
     p.add_argument("--out", type=Path, help="run directory (default runs/sim_control/<time>)")
@@ -99,6 +105,7 @@ def build_config(args: argparse.Namespace) -> SessionConfig:
         "controller.control_hz": args.control_hz,
         "controller.realtime": False if args.lockstep else None,
         "rt_priority": args.rt_priority,
+        "node_restarts": args.node_restarts,
     }
     calibrated = session_overrides(args.calibration) if args.calibration else []
     config = load_config(
@@ -145,6 +152,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"run directory: {run_dir}")
     if args.json:
         print(json.dumps(summary, default=float))
+    if result.ended_by:  # the run directory is written; the run is not complete
+        raise MTMRobotError(f"the run ended early: {result.ended_by}")
     if result.recording_error:  # the run directory is written; the recording is not complete
         raise MTMRobotError(f"--record: {result.recording_error}")
     return 0

@@ -206,3 +206,120 @@ def open_node(
     node = NodeProcess(checkpoint, log_path, node_args, rt_priority=rt_priority)
     metadata = node.start(ready_timeout_s)
     return node.endpoint, metadata, node
+
+
+def describe_exit(returncode: int) -> str:
+    """``-9`` -> ``killed by SIGKILL``; ``1`` -> ``exit code 1``."""
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exit code {returncode}"
+
+
+class NodeSupervisor:
+    """Watches a node this process started: reports its death within ``poll_s`` and restarts
+    it on the same endpoint, at most ``max_restarts`` times; after that the node is *lost*.
+
+    What the controller reads (:class:`controllers.loop.NodeWatch`): ``down`` while the node is
+    dead or restarting, ``generation`` (+1 per restart: a request sent before is gone),
+    ``lost_reason`` (non-empty: the node is gone for good, the run must end). ``events`` is the
+    record for the run's summary. Restarts run on this watcher's thread, which lives until
+    :meth:`close` (a node gets SIGTERM when the thread that started it ends).
+    """
+
+    def __init__(
+        self,
+        node: NodeProcess,
+        max_restarts: int = 1,
+        ready_timeout_s: float = 120.0,
+        poll_s: float = 0.1,
+    ) -> None:
+        if max_restarts < 0:
+            raise MTMRobotError(f"max_restarts must be >= 0, got {max_restarts}")
+        self.node = node
+        self.max_restarts = max_restarts
+        self.ready_timeout_s = ready_timeout_s
+        self.poll_s = poll_s
+        self.restarts = 0
+        self.generation = 0
+        self.lost_reason = ""
+        self.events: list[dict[str, Any]] = []
+        self._down = threading.Event()
+        self._stop = threading.Event()
+        self._started = time.monotonic()
+        self._thread = threading.Thread(target=self._watch, name="mtm-node-watch", daemon=True)
+
+    @property
+    def down(self) -> bool:
+        return self._down.is_set()
+
+    def start(self) -> NodeSupervisor:
+        self._thread.start()
+        return self
+
+    def close(self, timeout_s: float = 5.0) -> None:
+        """Stop watching (before stopping the node, so that is not taken for a death)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout_s)
+
+    def __enter__(self) -> NodeSupervisor:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def _event(self, kind: str, detail: str, pid: int | None) -> None:
+        self.events.append(
+            {
+                "event": kind,
+                "t_s": round(time.monotonic() - self._started, 3),
+                "unix_s": time.time(),
+                "pid": pid,
+                "detail": detail,
+            }
+        )
+
+    def _watch(self) -> None:
+        while not self._stop.wait(self.poll_s):
+            process = self.node.process
+            if process is None or (code := process.poll()) is None:
+                continue
+            self._down.set()
+            how = describe_exit(code)
+            self._event("died", how, process.pid)
+            if self.restarts >= self.max_restarts:
+                self.lost_reason = (
+                    f"the inference node (pid {process.pid}) died: {how}; no restart left "
+                    f"(node_restarts={self.max_restarts}); its log: {self.node.log_path}"
+                )
+                log.error("%s", self.lost_reason)
+                self._event("lost", self.lost_reason, process.pid)
+                return
+            self.restarts += 1
+            log.warning(
+                "the inference node (pid %d) died: %s; restarting it (%d of %d); its log: %s",
+                process.pid,
+                how,
+                self.restarts,
+                self.max_restarts,
+                self.node.log_path,
+            )
+            started = time.monotonic()
+            try:
+                self.node.start(self.ready_timeout_s)
+            except MTMRobotError as exc:
+                self.lost_reason = f"the inference node died ({how}) and its restart failed: {exc}"
+                log.error("%s", self.lost_reason)
+                self._event("lost", self.lost_reason, None)
+                return
+            if self._stop.is_set():  # closed while restarting: the session stops the node
+                return
+            new_pid = self.node.process.pid if self.node.process is not None else None
+            took = time.monotonic() - started
+            self._event("restarted", f"ready again after {took:.1f} s", new_pid)
+            log.warning("the inference node is back (pid %s) after %.1f s", new_pid, took)
+            self.generation += 1
+            self._down.clear()
