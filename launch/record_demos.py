@@ -38,6 +38,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 import numpy as np
 
 from controllers.recorder import EpisodeRecorder, RecorderConfig
+from mtm_robot import atomic
 from mtm_robot.data.episodes import episode_paths, load_episode, save_episode
 from mtm_robot.errors import MTMRobotError
 from mtm_robot.serving.state_stream import (
@@ -161,7 +162,9 @@ def strip_unknown_rewards(paths: list[Path]) -> int:
     return count
 
 
-def record(args: argparse.Namespace) -> list[EpisodeSummary]:
+def record(args: argparse.Namespace) -> tuple[list[EpisodeSummary], str]:
+    """Record the episodes; returns their summaries and the write error that stopped the
+    recorder ("" when none: a full disk stops it, see controllers/recorder.py)."""
     task = registry.resolve(args.task)
     before = set(episode_paths(args.out)) if args.out.is_dir() else set()
     recorder = EpisodeRecorder(args.out, RecorderConfig(flush_interval_s=args.flush_interval_s))
@@ -207,28 +210,38 @@ def record(args: argparse.Namespace) -> list[EpisodeSummary]:
     if recorder.dropped_steps:
         print(f"warning: the recorder dropped {recorder.dropped_steps} steps (queue full)")
     for error in recorder.errors:
-        print(f"warning: recorder write error: {error}")
+        if error != recorder.error:  # that one ends the run (main)
+            print(f"warning: recorder write error: {error}")
     written = sorted(set(episode_paths(args.out)) - before)
-    stripped = strip_unknown_rewards(written)
+    stripped = 0 if recorder.error else strip_unknown_rewards(written)  # no rewrite on a full disk
     if stripped:
         print(f"{stripped} episodes carried no rewards: written without a rewards array")
     if recording.discarded:
         print(f"{recording.discarded} messages discarded (closed or unreadable episodes)")
-    return recording.summaries
+    return recording.summaries, recorder.error
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    summaries = record(args)
+    summaries, recording_error = record(args)
     rows = []
     for s in summaries:
         ret = "" if s.return_ is None else f", return {s.return_:.1f}"
         detail = f" ({s.detail})" if s.detail else ""
-        print(f"{Path(s.path).name or '-'}: {s.steps} steps{ret}, closed by {s.reason}{detail}")
-        rows.append({"file": Path(s.path).name, "stream_episode": s.episode, "steps": s.steps,
+        name = Path(s.path).name if s.path and Path(s.path).is_file() else ""  # never a part
+        shown = name or ("(not written)" if s.path else "-")
+        print(f"{shown}: {s.steps} steps{ret}, closed by {s.reason}{detail}")
+        rows.append({"file": name, "stream_episode": s.episode, "steps": s.steps,
                      "reason": s.reason, "detail": s.detail, "return": s.return_})  # fmt: skip
     args.out.mkdir(parents=True, exist_ok=True)
-    (args.out / "record_summary.json").write_text(json.dumps(rows, indent=2) + "\n")
+    try:
+        atomic.write_text(args.out / "record_summary.json", json.dumps(rows, indent=2) + "\n")
+    except OSError as exc:  # a full disk: the recorder's error below says what was kept
+        if not recording_error:
+            raise
+        print(f"warning: record_summary.json not written ({exc.strerror or exc})")
+    if recording_error:
+        raise MTMRobotError(recording_error)
     print(f"{len(summaries)} action-free episodes in {args.out}")
     return 0
 

@@ -140,3 +140,36 @@ def test_sim_control_record_on_a_full_disk_fails_clearly_and_keeps_complete_epis
         cmd = [sys.executable, "-c", FULL_DISK_AFTER, str(1 << 20), str(store), *args]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=200, cwd=ROOT)
     _assert_recording_failed_cleanly(result, store, tmp_path / "run", episodes=4)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("disk", ["injected_enospc", "tmpfs"])
+def test_record_demos_on_a_full_disk_lists_only_written_episodes(disk, tmp_path, request):
+    from mtm_robot.data.episodes import episode_paths, load_episode
+
+    store = (request.getfixturevalue("tmpfs_1mb") if disk == "tmpfs" else tmp_path) / "demos"
+    args = [str(ROOT / "launch" / "record_demos.py"), "--source", "expert", "--out", str(store),
+            "--episodes", "3"]  # fmt: skip
+    if disk == "tmpfs":
+        cmd = [sys.executable, *args]
+    else:
+        store.mkdir()
+        cmd = [sys.executable, "-c", FULL_DISK_AFTER, str(1_000_000), str(store), *args]
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=100, cwd=ROOT)
+    output = result.stdout + result.stderr
+    assert result.returncode != 0, output[-3000:]
+    assert "Traceback" not in output
+    errors = [line for line in result.stderr.splitlines() if line.startswith("error:")]
+    assert len(errors) == 1 and "No space left on device" in errors[0], result.stderr[-3000:]
+    listed = [line.split(":")[0] for line in result.stdout.splitlines() if line.startswith("ep")]
+    listed = [name for name in listed if name.endswith(".npz")]
+    assert listed, result.stdout
+    for name in listed:  # an episode listed as written is a complete episode file
+        assert load_episode(store / name).meta["complete"] is True, name
+    assert len(episode_paths(store)) < 3
+    summary = store / "record_summary.json"
+    if summary.exists():  # never a 0-byte or half-written summary
+        rows = json.loads(summary.read_text())
+        assert all((store / row["file"]).is_file() for row in rows if row["file"])
+    assert not [p.name for p in store.iterdir() if p.name.startswith(".")]  # no temp file
