@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -173,3 +174,103 @@ def test_record_demos_on_a_full_disk_lists_only_written_episodes(disk, tmp_path,
         rows = json.loads(summary.read_text())
         assert all((store / row["file"]).is_file() for row in rows if row["file"])
     assert not [p.name for p in store.iterdir() if p.name.startswith(".")]  # no temp file
+
+
+# -- 3. replacing `latest` is atomic; resume falls back to the newest intact step_N ----------
+def _tiny_run(steps: int, every: int):  # type: ignore[no-untyped-def]
+    from tests.training.test_train import _config
+
+    config = _config(steps)
+    config.model.width = 32
+    config.batch_size = 16
+    config.checkpoint_every = every
+    config.eval_every = 1000
+    return config
+
+
+def _steps_on_disk(checkpoints: Path) -> dict[str, str]:
+    return {p.name: str(snapshot(p)) for p in checkpoints.glob("step_*")}
+
+
+def test_a_kill_while_latest_is_replaced_resumes_from_the_newest_step(tmp_path):
+    import shutil
+
+    from mtm_robot.training.train import Trainer
+
+    episodes = linear_episodes(6, length=20)
+    Trainer(_tiny_run(20, 10), episodes, tmp_path).run(progress=False)
+    checkpoints = tmp_path / "checkpoints"
+    shutil.rmtree(checkpoints / "latest")  # the in-between state of the old Trainer.save
+    before = _steps_on_disk(checkpoints)
+    resumed = Trainer(_tiny_run(30, 10), episodes, tmp_path)
+    assert resumed.step == 20  # not silently from 0
+    resumed.run(progress=False)
+    after = _steps_on_disk(checkpoints)
+    assert {k: after[k] for k in before} == before  # step_10, step_20 never overwritten
+    assert sorted(after) == ["step_10", "step_20", "step_30"]
+
+
+def test_resume_skips_corrupt_checkpoints_and_never_restarts_silently(tmp_path):
+    from mtm_robot.errors import CheckpointError
+    from mtm_robot.training.train import Trainer
+
+    episodes = linear_episodes(6, length=20)
+    Trainer(_tiny_run(20, 10), episodes, tmp_path).run(progress=False)
+    checkpoints = tmp_path / "checkpoints"
+    for name in ("latest", "step_20"):  # truncated weights (a kill mid-write, a bad disk)
+        weights = checkpoints / name / "model.safetensors"
+        weights.write_bytes(weights.read_bytes()[:100])
+    assert Trainer(_tiny_run(30, 10), episodes, tmp_path).step == 10
+    trainer = checkpoints / "step_10" / "trainer.safetensors"
+    trainer.write_bytes(trainer.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match="no intact checkpoint"):
+        Trainer(_tiny_run(30, 10), episodes, tmp_path)
+
+
+class _Killed(BaseException):
+    """Stands for a kill: nothing after it runs."""
+
+
+def _kill_at_rename(monkeypatch: pytest.MonkeyPatch, point: int) -> None:
+    """The ``point``-th ``os.rename``/``os.replace`` from now on (0 = the first) is a kill;
+    ``shutil.rmtree`` does nothing, as a kill cleans nothing up."""
+    import shutil
+
+    calls = {"n": 0}
+    for name in ("rename", "replace"):
+        real = getattr(os, name)
+
+        def counted(*args, _real=real, **kw):  # type: ignore[no-untyped-def]
+            calls["n"] += 1
+            if calls["n"] > point:
+                raise _Killed
+            return _real(*args, **kw)
+
+        monkeypatch.setattr(os, name, counted)
+    monkeypatch.setattr(shutil, "rmtree", lambda *a, **k: None)
+
+
+@pytest.mark.slow
+def test_a_kill_at_any_point_of_save_leaves_a_resumable_run(tmp_path, monkeypatch):
+    from mtm_robot.training.train import Trainer
+
+    episodes = linear_episodes(6, length=20)
+    point = 0
+    while True:  # kill at the 1st, 2nd, ... rename of the second save, until it completes
+        run = tmp_path / f"kill_{point}"
+        Trainer(_tiny_run(10, 10), episodes, run).run(progress=False)
+        trainer = Trainer(_tiny_run(20, 10), episodes, run)
+        _kill_at_rename(monkeypatch, point)
+        try:
+            trainer.run(progress=False)
+            finished = True
+        except _Killed:
+            finished = False
+        monkeypatch.undo()
+        resumed = Trainer(_tiny_run(20, 10), episodes, run)
+        assert resumed.step in (10, 20), (point, resumed.step)
+        assert resumed.step == 20 or not finished
+        if finished:
+            break
+        point += 1
+    assert point >= 3  # the kill landed between every rename of a save

@@ -7,12 +7,15 @@ A checkpoint is a directory::
     model.safetensors      the weights
     trainer.safetensors    optional: optimiser moments, for exact resume of training
 
-A checkpoint alone is enough to serve: no dataset is needed.
+A checkpoint alone is enough to serve: no dataset is needed. A training run's checkpoints
+(``checkpoints/step_N`` and ``checkpoints/latest``) are each written whole beside their place and
+renamed in (:mod:`mtm_robot.atomic`); :func:`newest_resumable` picks the one a run resumes from.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +32,7 @@ from mtm_robot.data.normalize import Normalizer
 from mtm_robot.errors import CheckpointError, ConfigError, SpecMismatchError
 from mtm_robot.model.mtm import MTM, DataSpec, ModelConfig
 
+log = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 METADATA_FILE = "checkpoint.yaml"
 WEIGHTS_FILE = "model.safetensors"
@@ -93,6 +97,8 @@ def save_checkpoint(
         normalizer=normalizer.to_dict(),
         weights_sha256=_sha256(directory / WEIGHTS_FILE),
     )
+    if trainer_state is not None:
+        meta["trainer_sha256"] = _sha256(directory / TRAINER_FILE)
     meta.setdefault("model_id", directory.name)
     text = yaml.safe_dump(meta, sort_keys=False, width=120)
     atomic.write_text(directory / METADATA_FILE, text)
@@ -106,7 +112,7 @@ def read_metadata(directory: str | Path) -> dict[str, Any]:
         raise CheckpointError(f"{directory}: not a checkpoint (no {METADATA_FILE})")
     try:
         meta = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as exc:
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise CheckpointError(f"{path}: unreadable YAML ({exc})") from exc
     if not isinstance(meta, dict):
         raise CheckpointError(f"{path}: expected a mapping")
@@ -125,15 +131,8 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
     """Load a checkpoint directory for inference (``model.eval()``)."""
     directory = resolve_checkpoint_path(path)
     meta = read_metadata(directory)
+    _check_sha256(directory / WEIGHTS_FILE, meta.get("weights_sha256"))
     weights_path = directory / WEIGHTS_FILE
-    if not weights_path.is_file():
-        raise CheckpointError(f"{directory}: missing {WEIGHTS_FILE}")
-    actual = _sha256(weights_path)
-    if actual != meta.get("weights_sha256"):
-        raise CheckpointError(
-            f"{weights_path}: sha256 {actual[:12]} does not match the metadata "
-            f"({str(meta.get('weights_sha256'))[:12]}): truncated or tampered file"
-        )
     try:
         spec = from_dict(DataSpec, meta["data_spec"], "data_spec")
         config = from_dict(ModelConfig, meta["model_config"], "model_config")
@@ -151,6 +150,61 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
         raise CheckpointError(f"{weights_path}: weights do not fit the config ({exc})") from exc
     model.to(device).eval()
     return Checkpoint(model, normalizer, meta, directory)
+
+
+def _check_sha256(path: Path, expected: object) -> None:
+    if not path.is_file():
+        raise CheckpointError(f"{path.parent}: missing {path.name}")
+    actual = _sha256(path)
+    if actual != expected:
+        raise CheckpointError(
+            f"{path}: sha256 {actual[:12]} does not match the metadata "
+            f"({str(expected)[:12]}): truncated or tampered file"
+        )
+
+
+def check_resumable(directory: str | Path) -> dict[str, Any]:
+    """The metadata of a training checkpoint whose weights and trainer state are complete
+    (sha256 as recorded); :class:`CheckpointError` saying what is wrong otherwise."""
+    directory = Path(directory)
+    meta = read_metadata(directory)
+    _check_sha256(directory / WEIGHTS_FILE, meta.get("weights_sha256"))
+    if "trainer_sha256" in meta:  # checkpoints written before it was recorded: presence only
+        _check_sha256(directory / TRAINER_FILE, meta["trainer_sha256"])
+    elif not (directory / TRAINER_FILE).is_file():
+        raise CheckpointError(f"{directory}: no trainer state, cannot resume")
+    if not isinstance(meta.get("step"), int) or "resume" not in meta:
+        raise CheckpointError(f"{directory}: no training step in the metadata, cannot resume")
+    return meta
+
+
+def newest_resumable(checkpoints: str | Path) -> Path | None:
+    """The checkpoint a run in ``checkpoints/`` resumes from: the newest intact one of
+    ``latest`` and ``step_N`` (a kill or a bad disk can leave any one of them missing or
+    truncated). None for a fresh run (no checkpoint there); :class:`CheckpointError` when
+    there are checkpoints and none is intact: a run never restarts silently from step 0."""
+    checkpoints = Path(checkpoints)
+    candidates = [checkpoints / "latest", *checkpoints.glob("step_*")]
+    candidates = [p for p in candidates if p.is_dir()]
+    if not candidates:
+        return None
+    intact: list[tuple[int, bool, Path]] = []
+    problems: list[str] = []
+    for path in candidates:
+        try:
+            meta = check_resumable(path)
+        except CheckpointError as exc:
+            problems.append(str(exc))
+            continue
+        intact.append((int(meta["step"]), path.name == "latest", path))
+    for problem in problems:
+        log.warning("not resuming from it: %s", problem)
+    if not intact:
+        raise CheckpointError(
+            f"{checkpoints}: no intact checkpoint to resume from ({'; '.join(problems)}); "
+            f"to start again from step 0, move that folder away or pass another --out"
+        )
+    return max(intact)[2]  # the highest step; `latest` on a tie
 
 
 def load_trainer_state(directory: str | Path) -> dict[str, torch.Tensor] | None:

@@ -4,6 +4,12 @@ Run it through ``python launch/train.py`` (or ``torchrun ... launch/train.py`` f
 processes). A run directory holds ``config.yaml`` (the resolved config), ``metrics.jsonl``,
 TensorBoard event files (when tensorboard is installed) and ``checkpoints/step_N`` plus
 ``checkpoints/latest`` (a copy of the newest), each a full checkpoint that can be served.
+
+A run started again in the same directory resumes from the newest intact checkpoint (a kill
+costs at most the steps since the last one) and drops the ``metrics.jsonl`` rows logged after
+it. Each checkpoint is written whole beside its place and renamed in, so a kill at any moment
+leaves ``latest`` or the newest ``step_N`` intact, and no ``step_N`` is ever overwritten by a
+run that restarted from scratch.
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
+from mtm_robot import atomic
 from mtm_robot.config import save_config, to_dict
 from mtm_robot.data.episodes import Episode
 from mtm_robot.data.segments import DataConfig, SegmentDataset, build_dataset
@@ -155,9 +162,10 @@ class Trainer:
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
             save_config(config, self.out / "config.yaml")
-        latest = self.out / "checkpoints" / "latest"
-        if (latest / ckpt.METADATA_FILE).is_file():
-            self._resume(latest)
+        self.resumed_from: Path | None = None
+        resume = ckpt.newest_resumable(self.out / "checkpoints")
+        if resume is not None:
+            self._resume(resume)
 
     # -- one step ---------------------------------------------------------------------------
     def _set_lr(self) -> None:
@@ -251,16 +259,21 @@ class Trainer:
         return state
 
     def save(self) -> Path:
-        directory = self.out / "checkpoints" / f"step_{self.step}"
-        ckpt.save_checkpoint(
-            directory, self.model, self.data.normalizer, self.metadata(), self._trainer_state()
-        )
-        latest = self.out / "checkpoints" / "latest"
-        tmp = self.out / "checkpoints" / ".latest.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(directory, tmp)
-        shutil.rmtree(latest, ignore_errors=True)
-        os.replace(tmp, latest)
+        """Write ``step_N`` and replace ``latest`` with a copy of it, each whole or not at all."""
+        checkpoints = self.out / "checkpoints"
+        latest = checkpoints / "latest"
+        atomic.recover_dir(latest)  # what a kill during the last save left beside it
+        for stray in checkpoints.glob(".step_*"):
+            shutil.rmtree(stray, ignore_errors=True)
+        directory = checkpoints / f"step_{self.step}"
+        with atomic.staged_dir(directory) as staging:
+            ckpt.save_checkpoint(
+                staging, self.model, self.data.normalizer, self.metadata(), self._trainer_state()
+            )
+        with atomic.staged_dir(latest) as staging:
+            for path in directory.iterdir():
+                if not path.name.startswith("."):
+                    shutil.copy2(path, staging / path.name)
         steps = sorted(
             (p for p in (self.out / "checkpoints").glob("step_*")),
             key=lambda p: int(p.name.split("_")[1]),
@@ -295,7 +308,25 @@ class Trainer:
             self.data_rng.bit_generator.state = meta["resume"]["data_rng"]
         else:  # only rank 0's stream is stored; other ranks restart theirs at this step
             self.data_rng = np.random.default_rng([self.config.seed, self.rank, self.step])
+        self.resumed_from = directory
+        if self.rank == 0:
+            self._drop_metrics_after(self.step)
         log.info("resumed from %s at step %d", directory, self.step)
+
+    def _drop_metrics_after(self, step: int) -> None:
+        """Rows logged after the checkpoint a run resumes from are logged again: drop them."""
+        path = self.out / "metrics.jsonl"
+        if not path.is_file():
+            return
+        kept = []
+        for line in path.read_text().splitlines(keepends=True):
+            try:
+                row_step = json.loads(line)["step"]
+            except (ValueError, KeyError, TypeError):  # a line a kill cut short
+                continue
+            if isinstance(row_step, int) and row_step <= step:
+                kept.append(line if line.endswith("\n") else line + "\n")
+        atomic.write_text(path, "".join(kept))
 
     # -- the loop ---------------------------------------------------------------------------
     def _log(self, record: dict[str, float]) -> None:
