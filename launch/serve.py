@@ -97,7 +97,7 @@ def build_config(args: argparse.Namespace) -> ServeConfig:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    if args.parent_pid:  # SIGTERM when the parent is gone: the graceful stop below
+    if args.parent_pid:  # the parent gone: SIGTERM to ourselves, the graceful stop below
         exit_with_parent(args.parent_pid, lambda: os.kill(os.getpid(), signal.SIGTERM))
     config = build_config(args)
     node = InferenceNode(config)

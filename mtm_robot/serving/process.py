@@ -57,18 +57,32 @@ def exit_with_parent(
 ) -> threading.Thread:
     """End this process when ``parent_pid`` (the process that started it) ends.
 
-    On Linux the kernel sends SIGTERM at once (``PR_SET_PDEATHSIG``; the caller's SIGTERM
-    handler stops gracefully). A daemon thread also polls ``os.getppid()`` every ``poll_s``
-    (portable, and it covers a parent that died before the prctl): when the parent is gone it
-    calls ``on_parent_death`` and, if the process still runs ``grace_s`` later, exits hard.
+    Call from the main thread. On Linux the kernel signals at once (``PR_SET_PDEATHSIG`` with
+    SIGUSR1). It also does so when only the parent's *thread* that started this process ends,
+    so the handler acts only if ``os.getppid()`` shows the parent process gone. A daemon thread
+    also polls ``os.getppid()`` every ``poll_s`` (portable, and it covers a parent that died
+    before the prctl). Either calls ``on_parent_death`` once; if the process still runs
+    ``grace_s`` later, it exits hard.
     """
-    _set_parent_death_signal(signal.SIGTERM)
+    fired = threading.Event()
+
+    def parent_gone() -> None:
+        if not fired.is_set():
+            fired.set()
+            on_parent_death()
+
+    def on_signal(signum: int, frame: object) -> None:
+        if os.getppid() != parent_pid:  # not just the starting thread: the process is gone
+            parent_gone()
+
+    signal.signal(signal.SIGUSR1, on_signal)
+    _set_parent_death_signal(signal.SIGUSR1)
 
     def watch() -> None:
-        while os.getppid() == parent_pid:
+        while os.getppid() == parent_pid and not fired.is_set():
             time.sleep(poll_s)
         log.warning("parent process %d is gone: stopping", parent_pid)
-        on_parent_death()
+        parent_gone()
         time.sleep(grace_s)
         log.error("still running %.0f s after the parent died: exiting now", grace_s)
         os._exit(1)
@@ -106,9 +120,8 @@ class NodeProcess:
     def start(self, ready_timeout_s: float = 120.0) -> dict[str, object]:
         """Start the node and wait until it is warm; returns its metadata.
 
-        The node exits when this process ends (``--parent-pid``). On Linux it also gets
-        SIGTERM when the *thread* that started it ends: start it from a thread that lives as
-        long as the node should.
+        The node exits when this process ends (``--parent-pid``), from any thread it is
+        started.
         """
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         cmd = [
@@ -225,8 +238,7 @@ class NodeSupervisor:
     What the controller reads (:class:`controllers.loop.NodeWatch`): ``down`` while the node is
     dead or restarting, ``generation`` (+1 per restart: a request sent before is gone),
     ``lost_reason`` (non-empty: the node is gone for good, the run must end). ``events`` is the
-    record for the run's summary. Restarts run on this watcher's thread, which lives until
-    :meth:`close` (a node gets SIGTERM when the thread that started it ends).
+    record for the run's summary. Restarts run on this watcher's thread.
     """
 
     def __init__(
