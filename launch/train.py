@@ -79,6 +79,8 @@ def main(argv: list[str] | None = None) -> int:
             f"{report.dropped_nonfinite} dropped (non-finite), "
             f"{report.action_free_episodes} action-free"
         )
+        if trainer.resumed_from is not None:
+            print(f"resumed from step {trainer.step} ({trainer.resumed_from})")
         metrics = trainer.run(progress=not args.no_progress)
         trainer.close()
     print(f"done in {time.perf_counter() - start:.0f} s; run directory {args.out}")
