@@ -6,6 +6,10 @@ modalities they have (reference 5.3). After training it evaluates the checkpoint
 after in the ``return_conditioned`` and ``two_stage`` modes (lockstep, a few episodes) and,
 with --push, tells a running node to load the new checkpoint (no request is dropped).
 
+It checkpoints every 500 steps or 2 minutes, whichever comes first (--set checkpoint_every=N,
+--set checkpoint_every_s=S); the same command started again resumes from the newest checkpoint
+in --out and says "resumed from step N".
+
 Examples:
   python launch/finetune.py --checkpoint default --data runs/demos --action-free --out runs/ft
   python launch/finetune.py --checkpoint default --data data/walker/expert-2pct \\
@@ -24,10 +28,11 @@ from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from mtm_robot.cli import run
+from mtm_robot.cli import check_output_dir, run
 from mtm_robot.config import apply_overrides, from_dict
 from mtm_robot.data.importers import add_data_arguments, load_data_arguments
-from mtm_robot.training.checkpoint import read_metadata, resolve_checkpoint_path
+from mtm_robot.errors import CheckpointError
+from mtm_robot.training.checkpoint import resolve_checkpoint_path, verify_checkpoint
 from mtm_robot.training.train import TrainConfig, Trainer
 
 
@@ -78,15 +83,19 @@ def evaluate(checkpoint: str, task: str, episodes: int, run_dir: Path) -> dict[s
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    check_output_dir(args.out, "--out")
     source = resolve_checkpoint_path(args.checkpoint)
-    meta = read_metadata(source)
+    meta = verify_checkpoint(source)
+    if not isinstance(meta.get("training"), dict):
+        raise CheckpointError(f"{source}: no training config in its metadata; cannot finetune it")
     training = apply_overrides(
         meta["training"],
         [
             f"steps={args.steps}",
             f"optim.lr={args.lr}",
             f"optim.warmup_steps={min(200, args.steps)}",
-            f"checkpoint_every={args.steps}",
+            f"checkpoint_every={min(500, args.steps)}",  # a kill costs at most 500 steps
+            "checkpoint_every_s=120",  # or 2 minutes, whichever comes first
             f"eval_every={max(1, args.steps // 4)}",
             f"model_id={meta['training'].get('model_id', 'mtm')}-ft",
             "device=auto",  # where the checkpoint trained (a GPU, say) is not where this runs
@@ -103,6 +112,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     start = time.perf_counter()
     trainer = Trainer(config, episodes, args.out, provenance, init_from=source)
+    if trainer.resumed_from is not None:
+        print(f"resumed from step {trainer.step} ({trainer.resumed_from})", flush=True)
     metrics = trainer.run(progress=not args.no_progress)
     latest = (args.out / "checkpoints" / "latest").resolve()
     print(f"finetuned {config.steps} steps in {time.perf_counter() - start:.0f} s: {latest}")

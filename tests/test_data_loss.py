@@ -274,3 +274,61 @@ def test_a_kill_at_any_point_of_save_leaves_a_resumable_run(tmp_path, monkeypatc
             break
         point += 1
     assert point >= 3  # the kill landed between every rename of a save
+
+
+# -- 4. finetune checkpoints on a cadence; a killed one resumes where it was ------------------
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_a_killed_finetune_resumes_from_its_last_cadence_checkpoint(tmp_path):
+    import signal
+    import time
+
+    from mtm_robot.training.checkpoint import newest_resumable, read_metadata
+    from mtm_robot.training.train import Trainer
+
+    Trainer(_tiny_run(10, 10), linear_episodes(6, length=20), tmp_path / "base").run(progress=False)
+    for i, episode in enumerate(linear_episodes(4, length=20, seed=6)):
+        save_episode(episode_file(tmp_path / "data", i), episode)
+    out = tmp_path / "ft"
+
+    def finetune(steps: int) -> list[str]:
+        return [sys.executable, str(ROOT / "launch" / "finetune.py"),
+                "--checkpoint", str(tmp_path / "base" / "checkpoints" / "latest"),
+                "--data", str(tmp_path / "data"), "--out", str(out), "--steps", str(steps),
+                "--eval-episodes", "0", "--no-progress"]  # fmt: skip
+
+    metrics = out / "metrics.jsonl"
+
+    def logged_steps() -> list[int]:
+        if not metrics.is_file():
+            return []
+        return [json.loads(x)["step"] for x in metrics.read_text().splitlines() if x.strip()]
+
+    log = tmp_path / "killed_finetune.log"
+    with open(log, "w") as handle:
+        proc = subprocess.Popen(finetune(100_000), cwd=ROOT, stdout=handle, stderr=handle)
+    deadline = time.monotonic() + 200
+    while not any(step > 500 for step in logged_steps()):  # past the first cadence checkpoint
+        alive = proc.poll() is None and time.monotonic() < deadline
+        assert alive, f"no progress past step 500: {log.read_text()[-3000:]}"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    checkpoints = out / "checkpoints"
+    resumable = newest_resumable(checkpoints)
+    assert resumable is not None, "the default cadence wrote no checkpoint in 500 steps"
+    step = read_metadata(resumable)["step"]
+    assert step >= 500 and any(s > step for s in logged_steps())  # rows to be logged again
+    (checkpoints / f"step_{step}" / ".model.safetensors.tmp").write_bytes(b"stray")
+    (checkpoints / ".latest.tmp").mkdir(exist_ok=True)  # what an older save could leave
+    result = subprocess.run(finetune(step + 100), cwd=ROOT, capture_output=True, text=True,
+                            timeout=200)  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert f"resumed from step {step}" in result.stdout
+    train_rows = [json.loads(x) for x in metrics.read_text().splitlines()]
+    train_steps = [r["step"] for r in train_rows if "loss" in r]
+    assert train_steps == list(range(50, step + 101, 50))  # no duplicates, no gap
+    assert sorted(p.name for p in (checkpoints / "latest").iterdir()) == [
+        "checkpoint.yaml", "model.safetensors", "trainer.safetensors",
+    ]  # fmt: skip
+    assert read_metadata(checkpoints / "latest")["step"] == step + 100

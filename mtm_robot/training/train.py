@@ -68,6 +68,7 @@ class TrainConfig:
     seed: int = 0
     eval_every: int = 1000
     checkpoint_every: int = 2000
+    checkpoint_every_s: float = 0.0  # also checkpoint once this long passed since the last (0: off)
     keep_checkpoints: int = 3  # newest step_N directories kept (latest always kept)
     device: str = "auto"  # auto | cpu | cuda
     threads: int = 0  # torch CPU threads per process; 0 = torch's default
@@ -366,6 +367,7 @@ class Trainer:
         )
         start = time.perf_counter()
         first_step = self.step
+        last_save_s = time.monotonic()
         while self.step < c.steps:
             record = self.train_step(sync=(self.step + 1) % 50 == 0 or self.step + 1 == c.steps)
             bar.update(1)
@@ -385,8 +387,10 @@ class Trainer:
                     f"step {self.step}: "
                     + ", ".join(f"{k}={v:.4f}" for k, v in last.items() if "/" not in k)
                 )
-            if self.step % c.checkpoint_every == 0 or self.step == c.steps:
+            due_s = 0 < c.checkpoint_every_s <= time.monotonic() - last_save_s
+            if self.step % c.checkpoint_every == 0 or self.step == c.steps or due_s:
                 self.save()
+                last_save_s = time.monotonic()
         bar.close()
         if self._tb:
             self._tb.close()
