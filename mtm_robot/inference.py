@@ -171,8 +171,9 @@ class Predictor:
             masks2 = []
             for j, i in enumerate(two_stage):
                 k = layouts[i][2]
-                predicted = self.normalizer.denormalize("states", out["states"][i])
-                raw2["states"][j, k + 1 :] = predicted[k + 1 :]
+                for name in ("states", "returns"):  # stage 1's future fills stage 2's
+                    predicted = self.normalizer.denormalize(name, out[name][i])
+                    raw2[name][j, k + 1 :] = predicted[k + 1 :]
                 masks2.append(mask_lib.two_stage(self.names, L, k)[1])
             out2 = self.forward(self._normalise(raw2), mask_lib.stack_masks(masks2))
             for n in self.names:

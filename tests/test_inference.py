@@ -53,6 +53,60 @@ def test_mixed_batch_equals_one_by_one(tiny_model, tiny_spec):
     assert batch[4].action_chunk.shape == (4, 2)
 
 
+class _RecordingForward:
+    """A ForwardFn that records each call and answers slot-tagged predictions: stage ``c``
+    (1-based call count) predicts ``c * 10 + t + 0.5 * i`` in slot t of modality i."""
+
+    def __init__(self, spec: DataSpec) -> None:
+        self.spec = spec
+        self.calls: list[tuple[dict[str, np.ndarray], dict[str, np.ndarray]]] = []
+
+    def __call__(self, inputs, masks):
+        self.calls.append(({n: v.copy() for n, v in inputs.items()}, dict(masks)))
+        stage, L = len(self.calls), self.spec.segment_length
+        out = {}
+        for i, (name, dim) in enumerate(self.spec.modalities.items()):
+            slots = stage * 10.0 + np.arange(L, dtype=np.float32) + 0.5 * i
+            out[name] = np.broadcast_to(slots[None, :, None], (len(inputs[name]), L, dim))
+        return {n: np.ascontiguousarray(v, dtype=np.float32) for n, v in out.items()}
+
+
+@pytest.mark.parametrize("history", [0, 1, 2])
+def test_two_stage_slot_by_slot(tiny_spec, history):
+    """Stage 1 sees the present (and history) only; stage 2 gets stage 1's future states AND
+    returns in the future slots, the real ones elsewhere, and its action is the answer."""
+    rng = np.random.default_rng(3)
+    data = {n: rng.normal(size=(64, k)) * 2 + 1 for n, k in tiny_spec.modalities.items()}
+    norm = Normalizer.fit(data)
+    forward = _RecordingForward(tiny_spec)
+    predictor = Predictor(tiny_spec, norm, forward)
+    hs, ha = rng.normal(size=(history, 5)), rng.normal(size=(history, 2))
+    state, target, k, L = rng.normal(size=5), 0.3, history, 4
+    prediction = predictor.predict(
+        mode="two_stage", state=state, history_states=hs, history_actions=ha, return_target=target
+    )
+    assert len(forward.calls) == 2 and prediction.history == k
+    (in1, m1), (in2, m2) = forward.calls
+    # stage 1: the current state and R* at slot k (plus history), nothing in the future
+    assert m1["returns"][0].tolist() == [t <= k for t in range(L)]
+    assert m1["states"][0].tolist() == [t <= k for t in range(L)]
+    assert m1["actions"][0].tolist() == [t < k for t in range(L)]
+    r_star = norm.normalize("returns", np.array([[target]]))[0, 0]
+    np.testing.assert_allclose(in1["returns"][0, : k + 1, 0], r_star, rtol=1e-6)
+    # stage 2: every state and return visible; future slots hold stage 1's predictions
+    assert m2["states"][0].all() and m2["returns"][0].all()
+    assert m2["actions"][0].tolist() == [t < k for t in range(L)]
+    for t in range(L):
+        want_state = 10.0 + t if t > k else in1["states"][0, t]
+        want_return = 10.0 + t + 0.5 * 2 if t > k else r_star  # returns: modality 2
+        np.testing.assert_allclose(in2["states"][0, t], want_state, rtol=1e-5, atol=1e-5)
+        np.testing.assert_allclose(in2["returns"][0, t], want_return, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(in2["actions"][0, :k], in1["actions"][0, :k])
+    # the action answered is stage 2's slot-k action
+    want_action = norm.denormalize("actions", np.full((1, 2), 20.0 + k + 0.5 * 1, np.float32))[0]
+    np.testing.assert_allclose(prediction.action, want_action, rtol=1e-5)
+
+
 def test_history_beyond_the_window_does_not_matter(tiny_model, tiny_spec):
     predictor = _predictor(tiny_model, tiny_spec)
     ctx = _contexts()[0]

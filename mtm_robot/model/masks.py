@@ -139,16 +139,23 @@ def goal(names: Sequence[str], L: int, history: int = 0) -> Mask:
 
 
 def two_stage(names: Sequence[str], L: int, history: int = 0) -> tuple[Mask, Mask]:
-    """Two-stage return-conditioned sampler (reference 4.4).
+    """Two-stage return-conditioned sampler (reference 4.4, ``sample_action_bc_two_stage``).
 
-    Stage 1 predicts future states (and returns) from the return-conditioned mask; stage 2 sees
-    every state (future ones filled with stage-1 predictions) and the returns, and predicts the
-    actions.
+    Stage 1 sees the current state and the return target in the current slot only (with
+    ``history=0``: s_0 and R_0, the paper's sampler exactly; with history also the past pairs
+    and their return slots, which hold the target as in :func:`return_conditioned`), and
+    predicts every future state and return. Stage 2 sees every state and every return (future
+    slots filled with stage 1's predictions) plus the past actions, and predicts the actions.
     """
-    stage1 = return_conditioned(names, L, history)
-    stage2 = inverse_dynamics(names, L, history)
-    if "returns" in stage2:
-        stage2["returns"][:] = True
+    _check_history(L, history)
+    if history > L - 2:
+        raise ConfigError(f"two_stage needs a future slot: history <= {L - 2}, got {history}")
+    present = slice(0, history + 1)
+    stage1 = _mask(names, L, {"states": present, "returns": present, "actions": slice(0, history)})
+    everything = slice(0, L)
+    stage2 = _mask(
+        names, L, {"states": everything, "returns": everything, "actions": slice(0, history)}
+    )
     return stage1, stage2
 
 

@@ -91,6 +91,27 @@ def test_two_stage_second_stage_sees_every_state_and_return():
     assert second["actions"].tolist() == [True, False, False, False]
 
 
+@pytest.mark.parametrize("history", [0, 1, 2])
+def test_two_stage_slot_by_slot(history):
+    """Reference 4.4: stage 1 sees s_0 and R_0 only (history: also the past pairs and their
+    return slots); stage 2 sees every state and return and predicts the actions from slot k."""
+    first, second = masks.two_stage(NAMES, 4, history)
+    k = history
+    for t in range(4):
+        assert first["states"][t] == (t <= k), ("stage 1 states", t)
+        assert first["returns"][t] == (t <= k), ("stage 1 returns", t)
+        assert first["actions"][t] == (t < k), ("stage 1 actions", t)
+        assert second["states"][t] and second["returns"][t], ("stage 2", t)
+        assert second["actions"][t] == (t < k), ("stage 2 actions", t)
+    if history == 0:  # the paper's sampler exactly: one state and one return visible
+        assert sum(int(m.sum()) for m in first.values()) == 2
+
+
+def test_two_stage_needs_a_future_slot():
+    with pytest.raises(ConfigError, match="history"):
+        masks.two_stage(NAMES, 4, 3)
+
+
 def test_bad_history_and_unknown_pattern_are_clear_errors():
     with pytest.raises(ConfigError, match="history"):
         masks.return_conditioned(NAMES, 4, 4)

@@ -46,17 +46,22 @@ def test_onnx_matches_torch_in_every_mode(exported, mode):
         np.testing.assert_allclose(a.next_states, b.next_states, atol=1e-4, rtol=0)
     # the raw graph on random normalised inputs, with the mask this mode uses at each history
     for history in (0, 1, 2):
-        mask = mask_lib.inference_mask(
-            "return_conditioned" if mode == "two_stage" else mode, names, 4, history
-        )
-        batch = 5
-        masks = mask_lib.stack_masks([mask] * batch)
-        inputs = {
-            n: rng.normal(size=(batch, 4, d)).astype(np.float32) for n, d in SPEC.modalities.items()
-        }
-        got, want = onnx_forward(inputs, masks), torch_fn(inputs, masks)
-        for n in names:
-            assert np.abs(got[n] - want[n]).max() <= 1e-4
+        if mode == "two_stage":  # both stages' masks
+            for mask in mask_lib.two_stage(names, 4, history):
+                _check_graph(onnx_forward, torch_fn, mask, rng)
+            continue
+        _check_graph(onnx_forward, torch_fn, mask_lib.inference_mask(mode, names, 4, history), rng)
+
+
+def _check_graph(onnx_forward, torch_fn, mask, rng) -> None:
+    batch = 5
+    masks = mask_lib.stack_masks([mask] * batch)
+    inputs = {
+        n: rng.normal(size=(batch, 4, d)).astype(np.float32) for n, d in SPEC.modalities.items()
+    }
+    got, want = onnx_forward(inputs, masks), torch_fn(inputs, masks)
+    for n in SPEC.modalities:
+        assert np.abs(got[n] - want[n]).max() <= 1e-4
 
 
 def test_onnx_engine_checks_the_graph_belongs_to_the_checkpoint(exported, checkpoint_b):
