@@ -291,11 +291,12 @@ def test_a_killed_finetune_resumes_from_its_last_cadence_checkpoint(tmp_path):
         save_episode(episode_file(tmp_path / "data", i), episode)
     out = tmp_path / "ft"
 
-    def finetune(steps: int) -> list[str]:
+    def finetune(steps: int) -> list[str]:  # one thread: two crawl on a busy 2-core machine
         return [sys.executable, str(ROOT / "launch" / "finetune.py"),
                 "--checkpoint", str(tmp_path / "base" / "checkpoints" / "latest"),
                 "--data", str(tmp_path / "data"), "--out", str(out), "--steps", str(steps),
-                "--eval-episodes", "0", "--no-progress"]  # fmt: skip
+                "--eval-episodes", "0", "--no-progress",
+                "--set", "threads=1"]  # fmt: skip
 
     metrics = out / "metrics.jsonl"
 
