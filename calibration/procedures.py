@@ -106,6 +106,11 @@ def run_calibration(
         task = registry.resolve(config.task)
     except KeyError as exc:
         raise MTMRobotError(str(exc.args[0])) from exc
+    checkpoint_meta = None
+    if "io_map" in procedures and not config.server:
+        from mtm_robot.training.checkpoint import verify_checkpoint
+
+        checkpoint_meta = verify_checkpoint(config.checkpoint)  # complete, and the weights fit
     out_dir.mkdir(parents=True, exist_ok=True)
     cal = _start_calibration(config, task, out_dir)
     outcome = CalibrationOutcome(out_dir / FILE_NAME, cal)
@@ -127,10 +132,12 @@ def run_calibration(
     header = {"task": task, "checkpoint": cal.checkpoint, "machine": machine}
 
     if "io_map" in procedures:
-        if not config.server:  # the model side too, from the checkpoint (a node checks later)
-            from mtm_robot.training.checkpoint import read_metadata, resolve_checkpoint_path
-
-            io_map.check_model(read_metadata(resolve_checkpoint_path(config.checkpoint)))
+        if checkpoint_meta is not None:  # the model side too (with a server, a node checks)
+            io_map.check_model(checkpoint_meta)
+            model_id = str(checkpoint_meta.get("model_id", ""))
+            if cal.model_id and cal.model_id != model_id:
+                cal.control, cal.return_target = None, None  # measured on another model
+            cal.model_id = model_id
         start = time.perf_counter()
         check = check_io_map(task, io_map, config.io_check, progress)
         outcome.wall_s["io_map"] = time.perf_counter() - start

@@ -12,6 +12,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from mtm_robot.config import at_least
+
 LEVELS = ("model", "chunk", "hold", "decay", "safe")
 
 
@@ -21,6 +23,10 @@ class FallbackConfig:
     hold_ticks: int = 2  # misses answered by holding, after the chunk runs out
     decay_ticks: int = 8  # misses over which the action decays to neutral
     safe_after_misses: int = 40  # consecutive misses before the safe action
+
+    def __post_init__(self) -> None:
+        at_least(0, hold_ticks=self.hold_ticks, decay_ticks=self.decay_ticks)
+        at_least(1, safe_after_misses=self.safe_after_misses)
 
 
 class FallbackLadder:

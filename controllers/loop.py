@@ -21,6 +21,7 @@ the node); once it is lost for good the episode ends, with the reason in ``ended
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections import deque
 from dataclasses import dataclass, field
@@ -33,6 +34,7 @@ from controllers.recorder import EpisodeRecorder
 from controllers.reference import ReferenceTrajectory
 from controllers.safety import SafetyLimits
 from controllers.timing import Clock, LoopTimer, MonotonicClock, SimulatedClock
+from mtm_robot.config import at_least, one_of, positive
 
 log = logging.getLogger(__name__)
 
@@ -103,10 +105,18 @@ class ControllerConfig:
     max_steps: int = 0  # 0 = until the environment ends the episode
 
     def __post_init__(self) -> None:
-        if self.mode not in CONTROL_MODES:
-            raise ValueError(f"mode must be one of {CONTROL_MODES}, got '{self.mode}'")
-        if self.history < 0:
-            raise ValueError(f"history must be >= 0, got {self.history}")
+        one_of("mode", self.mode, CONTROL_MODES)
+        if not (math.isfinite(self.control_hz) and self.control_hz >= 0):
+            raise ValueError(
+                f"control_hz must be a positive rate in Hz (or 0: the task's own rate), "
+                f"got {self.control_hz}"
+            )
+        at_least(0, history=self.history, max_steps=self.max_steps)
+        at_least(0, deadline_margin_ms=self.deadline_margin_ms)
+        at_least(1, future_states=self.future_states)
+        positive(
+            lockstep_timeout_ms=self.lockstep_timeout_ms, max_action_delta=self.max_action_delta
+        )
 
 
 @dataclass

@@ -29,6 +29,7 @@ from typing import Any
 
 import numpy as np
 
+from mtm_robot.config import at_least, positive
 from mtm_robot.data.episodes import Episode, episode_file, episode_paths, load_episode, save_episode
 from mtm_robot.errors import DataError
 
@@ -41,6 +42,10 @@ class RecorderConfig:
     flush_interval_s: float = 1.0
     queue_size: int = 10_000  # steps buffered between the tick and the writer
     poll_s: float = 0.02  # how often the writer drains the buffer
+
+    def __post_init__(self) -> None:
+        positive(flush_interval_s=self.flush_interval_s, poll_s=self.poll_s)
+        at_least(1, queue_size=self.queue_size)
 
 
 @dataclass

@@ -8,6 +8,7 @@ not derail tracking.
 
 from __future__ import annotations
 
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -37,7 +38,7 @@ class ReferenceTrajectory:
                 if "states" not in data:
                     raise ValueError(f"{path}: no 'states' array (has {sorted(data.files)})")
                 states = data["states"]
-        except (OSError, EOFError) as exc:
+        except (OSError, EOFError, zipfile.BadZipFile) as exc:
             raise ValueError(f"{path}: not a readable episode file ({exc})") from exc
         return cls(states, indexing)
 

@@ -21,6 +21,7 @@ from controllers.loop import Controller, ControllerConfig, EpisodeResult
 from controllers.recorder import EpisodeRecorder
 from controllers.reference import ReferenceTrajectory
 from controllers.timing import set_realtime_priority
+from mtm_robot.config import at_least, one_of, positive
 from mtm_robot.errors import MTMRobotError, SpecMismatchError
 from mtm_robot.serving.client import NodeClient
 from mtm_robot.serving.process import NodeProcess, NodeSupervisor, open_node
@@ -52,6 +53,12 @@ class SessionConfig:
     # (or with 0, at the first death) the run ends with the reason in summary.json
     rt_priority: int = 0  # >0: SCHED_FIFO priority for the loop and the node (needs root)
     controller: ControllerConfig = field(default_factory=ControllerConfig)
+
+    def __post_init__(self) -> None:
+        at_least(1, episodes=self.episodes)
+        at_least(0, seed=self.seed, rt_priority=self.rt_priority)
+        positive(node_ready_timeout_s=self.node_ready_timeout_s)
+        one_of("reference_indexing", self.reference_indexing, ("nearest", "time"))
 
 
 @dataclass

@@ -35,7 +35,7 @@ import numpy as np
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 from calibration.procedures import CALIBRATION_MODES, CalibrationConfig, run_calibration
-from mtm_robot.cli import flag_overrides, run
+from mtm_robot.cli import check_output_dir, flag_overrides, run
 from mtm_robot.config import load_config
 from mtm_robot.errors import MTMRobotError
 from mtm_robot.hardware import describe
@@ -128,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
     except KeyError as exc:  # an unknown task: the message lists the known ones
         raise MTMRobotError(str(exc.args[0])) from exc
     out = args.out or Path("runs") / "calibration" / f"{task}-{time.strftime('%Y%m%d-%H%M%S')}"
+    check_output_dir(out, "--out")
     run = procedures(args)
     print(f"{task}: calibrating {', '.join(run)}; checkpoint {config.server or config.checkpoint}")
     start = time.perf_counter()

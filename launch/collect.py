@@ -31,7 +31,15 @@ import numpy as np
 from tqdm import tqdm
 
 from mtm_robot import atomic
-from sim.datasets import RECIPES, CollectJob, collect_episodes, default_policy_dir
+from mtm_robot.cli import check_output_dir, run
+from mtm_robot.errors import ConfigError
+from sim.datasets import (
+    RECIPES,
+    CollectJob,
+    collect_episodes,
+    default_policy_dir,
+    require_policies,
+)
 from sim.registry import normalized_score, resolve, task_spec
 
 
@@ -43,7 +51,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--recipe", required=True, choices=RECIPES, help="dataset recipe")
     parser.add_argument("--episodes", type=int, required=True, help="episodes to collect")
     parser.add_argument("--out", required=True, help="output folder (episode store)")
-    parser.add_argument("--seed", type=int, default=0, help="dataset seed (default 0)")
+    parser.add_argument(
+        "--seed", type=int, default=0, help="dataset seed, any integer >= 0 (default 0)"
+    )
     parser.add_argument("--workers", type=int, default=1, help="worker processes (default 1)")
     parser.add_argument(
         "--drop-actions", action="store_true", help="write action-free episodes (no actions)"
@@ -60,6 +70,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.episodes <= 0 or args.workers <= 0:
         parser.error("--episodes and --workers must be positive")
+    if args.seed < 0:
+        parser.error(f"--seed must be a non-negative integer, got {args.seed}")
     return args
 
 
@@ -67,21 +79,24 @@ def _run_job(job: CollectJob) -> list[dict[str, object]]:
     return collect_episodes(job)
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     task = resolve(args.task)
     out = Path(args.out)
+    check_output_dir(out, "--out")
+    require_policies(task, args.recipe, Path(args.policy_dir) if args.policy_dir else None)
     atomic.recover_dir(out)  # a swap a kill interrupted: put the old store back first
-    if out.exists() and not out.is_dir():
-        sys.exit(f"--out {out} is a file; pass a folder for the episode store")
     existing = sorted(out.glob("episode_*.npz")) if out.exists() else []
     if existing and not args.overwrite:
-        sys.exit(f"{out} already holds {len(existing)} episodes; use another --out or --overwrite")
+        raise ConfigError(
+            f"{out} already holds {len(existing)} episodes; use another --out or --overwrite"
+        )
     # never mix two collections in one folder, and delete nothing until the new one is complete:
     # it is written beside --out and swapped in at the end (a failure leaves --out as it was)
     with atomic.staged_dir(out) as staging:
         _keep_other_files(out, staging)
         _collect(args, task, staging, out)
+    return 0
 
 
 def _keep_other_files(old: Path, new: Path) -> None:
@@ -168,4 +183,4 @@ def _collect(args: argparse.Namespace, task: str, out: Path, shown: Path) -> Non
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

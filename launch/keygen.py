@@ -17,6 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from mtm_robot.cli import check_output_dir, run
 from mtm_robot.serving.security import generate_keypair
 
 
@@ -27,6 +28,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, required=True, help="directory for the key files")
     parser.add_argument("--name", required=True, help="key name, e.g. node or robot-1")
     args = parser.parse_args(argv)
+    check_output_dir(args.out, "--out")
     if (args.out / f"{args.name}.key_secret").exists():
         print(f"error: {args.out / args.name}.key_secret exists; not overwriting", file=sys.stderr)
         return 2
@@ -36,4 +38,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    run(main)

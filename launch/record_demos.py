@@ -27,7 +27,6 @@ import argparse
 import json
 import os
 import signal
-import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -39,6 +38,8 @@ import numpy as np
 
 from controllers.recorder import EpisodeRecorder, RecorderConfig
 from mtm_robot import atomic
+from mtm_robot.cli import check_output_dir, run
+from mtm_robot.config import from_dict
 from mtm_robot.data.episodes import episode_paths, load_episode, save_episode
 from mtm_robot.errors import MTMRobotError
 from mtm_robot.serving.state_stream import (
@@ -52,7 +53,14 @@ from mtm_robot.serving.state_stream import (
     record_stream,
 )
 from sim import registry
-from sim.datasets import PolicySource, RecipeActors, default_policy_dir, reset_seed, rollout
+from sim.datasets import (
+    PolicySource,
+    RecipeActors,
+    default_policy_dir,
+    require_policies,
+    reset_seed,
+    rollout,
+)
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -166,8 +174,13 @@ def record(args: argparse.Namespace) -> tuple[list[EpisodeSummary], str]:
     """Record the episodes; returns their summaries and the write error that stopped the
     recorder ("" when none: a full disk stops it, see controllers/recorder.py)."""
     task = registry.resolve(args.task)
+    check_output_dir(args.out, "--out")
+    flush = {"flush_interval_s": args.flush_interval_s}
+    recorder_config = from_dict(RecorderConfig, flush, "--flush-interval-s")
+    if args.source == "expert":
+        require_policies(task, "expert", args.policy_dir)
     before = set(episode_paths(args.out)) if args.out.is_dir() else set()
-    recorder = EpisodeRecorder(args.out, RecorderConfig(flush_interval_s=args.flush_interval_s))
+    recorder = EpisodeRecorder(args.out, recorder_config)
     recording = StreamRecording(recorder)
     try:
         if args.source == "expert":
@@ -247,8 +260,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    try:
-        sys.exit(main())
-    except (MTMRobotError, OSError, ValueError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        sys.exit(2)
+    run(main)

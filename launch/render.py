@@ -14,14 +14,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import time
 
 os.environ.setdefault("MUJOCO_GL", "egl")  # before anything imports mujoco
 
 from tqdm import tqdm
 
+from mtm_robot.cli import check_output_dir, run
 from mtm_robot.data.episodes import load_episode
+from mtm_robot.errors import DataError
 from sim.registry import make
 from sim.render import frames_from_physics, save_frames_png, write_video
 
@@ -47,14 +48,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    check_output_dir(args.png_dir, "--png-dir")
     episode = load_episode(args.episode)
     if episode.physics is None:
-        sys.exit(f"{args.episode}: no physics array, cannot render (was it recorded in sim?)")
+        raise DataError(f"{args.episode}: no physics array to render (was it recorded in sim?)")
     task = episode.meta.get("task")
     if not task:
-        sys.exit(f"{args.episode}: meta has no 'task'")
+        raise DataError(f"{args.episode}: meta has no 'task'")
     camera: int | str = int(args.camera) if args.camera.lstrip("-").isdigit() else args.camera
     physics = episode.physics[: args.max_steps]
     with make(task) as env:
@@ -79,7 +81,8 @@ def main(argv: list[str] | None = None) -> None:
                 env, physics, args.png_dir, steps, args.width, args.height, camera
             )
             print(f"saved {len(paths)} PNG frames to {args.png_dir}")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

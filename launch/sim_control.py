@@ -26,7 +26,7 @@ from calibration.calibration_file import check_task, session_overrides
 from controllers.loop import CONTROL_MODES
 from controllers.report import summary_table, write_run_dir
 from controllers.session import SessionConfig, run_session
-from mtm_robot.cli import flag_overrides, run
+from mtm_robot.cli import check_output_dir, flag_overrides, run
 from mtm_robot.config import load_config, save_config
 from mtm_robot.errors import MTMRobotError
 
@@ -120,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     config = build_config(args)
+    check_output_dir(args.out, "--out")
+    check_output_dir(config.record, "--record")
     run_dir = args.out or Path("runs") / "sim_control" / time.strftime("%Y%m%d-%H%M%S")
     run_dir.mkdir(parents=True, exist_ok=True)
     pacing = "realtime" if config.controller.realtime else "lockstep"

@@ -20,7 +20,7 @@ import sys
 import time
 from pathlib import Path
 
-from mtm_robot.cli import run
+from mtm_robot.cli import check_output_dir, run
 from mtm_robot.config import load_config
 from mtm_robot.data.importers import add_data_arguments, load_data_arguments
 from mtm_robot.hardware import describe
@@ -55,7 +55,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    overrides = list(args.set) + ([f"steps={args.steps}"] if args.steps else [])
+    overrides = list(args.set) + ([f"steps={args.steps}"] if args.steps is not None else [])
+    # the config and the run directory are checked before any data is read
+    config: BaselineConfig | TrainConfig = (
+        load_config(BaselineConfig, args.config, overrides)
+        if args.baseline
+        else load_config(TrainConfig, args.config, overrides)
+    )
+    check_output_dir(args.out, "--out")
     episodes = load_data_arguments(args)
     provenance = {
         "command": " ".join(shlex.quote(a) for a in sys.argv),
@@ -64,14 +71,12 @@ def main(argv: list[str] | None = None) -> int:
         "machine": describe(),
     }
     start = time.perf_counter()
-    if args.baseline:
-        config = load_config(BaselineConfig, args.config, overrides)
+    if isinstance(config, BaselineConfig):
         metrics = train_baseline(
             args.baseline, config, episodes, args.out, provenance, progress=not args.no_progress
         )
     else:
-        train_config = load_config(TrainConfig, args.config, overrides)
-        trainer = Trainer(train_config, episodes, args.out, provenance)
+        trainer = Trainer(config, episodes, args.out, provenance)
         report = trainer.data.report
         print(
             f"data: {report.train_episodes} train / {report.validation_episodes} validation "

@@ -31,6 +31,7 @@ import sys
 import time
 from pathlib import Path
 
+from mtm_robot.cli import check_output_dir, run
 from mtm_robot.config import load_config, save_config
 from mtm_robot.hardware import describe
 from sim.experts.policy import ExpertPolicy
@@ -159,25 +160,26 @@ def report(run_dir: Path, every: int = 50_000) -> None:
               f"about {seconds_to_hms(eta)} of run time")  # fmt: skip
 
 
-def main(argv: list[str] | None = None) -> None:
+def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     if args.report:
         report(Path(args.report))
-        return
+        return 0
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     if args.evaluate:
         result = evaluate_actor(Path(args.evaluate), args.episodes)
         print(json.dumps(result, indent=2))
-        return
+        return 0
     if args.ship:
         ship(Path(args.ship), args.episodes, Path(args.ship_to) if args.ship_to else None)
-        return
+        return 0
     overrides = list(args.set)
     for name in ("task", "steps", "seed"):
         if getattr(args, name) is not None:
             overrides.append(f"{name}={getattr(args, name)}")
     config = load_config(TrainConfig, args.config, overrides)
     out = Path(args.out or f"runs/{config.task}-sac-seed{config.seed}")
+    check_output_dir(out, "--out")
     print(f"task {config.task}, {config.steps} steps, seed {config.seed}, out {out}")
     print(f"host {platform.node()} ({describe()}), python {platform.python_version()}")
     trainer = Trainer(config, out, progress=not args.no_progress)
@@ -200,7 +202,8 @@ def main(argv: list[str] | None = None) -> None:
         print(f"learning curve: {out / 'learning_curve.png'}")
     if trainer.step < config.steps:
         print(f"stopped at step {trainer.step}; rerun the same command to resume")
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    run(main)

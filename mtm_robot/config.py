@@ -2,13 +2,16 @@
 
 The one home for turning YAML files and ``--set key=value`` overrides into typed dataclass
 configs. Unknown keys are errors that name the nearest valid key; values are type-checked
-against the dataclass annotations.
+against the dataclass annotations and then validated by the dataclass itself
+(``__post_init__`` raises ``ValueError``); every such fault, and a YAML syntax error, reaches
+the caller as a :class:`ConfigError` that names the file or key.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import difflib
+import math
 import types
 import typing
 from pathlib import Path
@@ -94,7 +97,7 @@ def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
         kwargs[key] = _coerce(value, hints[key], f"{where}.{key}")
     try:
         return cls(**kwargs)
-    except TypeError as exc:
+    except (TypeError, ValueError) as exc:  # a missing field, or __post_init__ validation
         raise ConfigError(f"{where}: {exc}") from exc
 
 
@@ -122,7 +125,10 @@ def parse_override(text: str) -> tuple[list[str], Any]:
     key, raw = text.split("=", 1)
     if not key:
         raise ConfigError(f"override '{text}': empty key")
-    value = yaml.safe_load(raw) if raw else ""
+    try:
+        value = yaml.safe_load(raw) if raw else ""
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"override '{text}': the value is not valid YAML ({exc})") from exc
     if isinstance(value, str) and _looks_like_float(raw):
         value = float(raw)
     return key.split("."), value
@@ -150,14 +156,37 @@ def apply_overrides(data: dict[str, Any], overrides: list[str]) -> dict[str, Any
     return result
 
 
+def _at(mark: Any) -> str:
+    return f"line {mark.line + 1}, column {mark.column + 1}"
+
+
+def read_yaml(path: str | Path) -> Any:
+    """``yaml.safe_load`` of a file; a missing or unreadable file, or a YAML syntax error, is a
+    :class:`ConfigError` naming the file (and the line and column of a syntax error)."""
+    path = Path(path)
+    if not path.is_file():
+        what = "is a folder, not a file" if path.is_dir() else "does not exist"
+        raise ConfigError(f"config file {path} {what}")
+    try:
+        return yaml.safe_load(path.read_text())
+    except yaml.MarkedYAMLError as exc:
+        where = _at(exc.problem_mark) if exc.problem_mark else "an unknown place"
+        problem = exc.problem or "syntax error"
+        if exc.context and exc.context_mark:  # where the unfinished construct began
+            problem += f" ({exc.context} at {_at(exc.context_mark)})"
+        raise ConfigError(f"{path}: not valid YAML at {where}: {problem}") from exc
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: cannot read the config file ({exc})") from exc
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] = ()) -> T:  # type: ignore[assignment]
     """Load dataclass ``cls`` from a YAML file (or its defaults) plus ``--set`` overrides."""
     data: dict[str, Any] = {}
     if path is not None:
         path = Path(path)
-        if not path.is_file():
-            raise ConfigError(f"config file {path} does not exist")
-        loaded = yaml.safe_load(path.read_text())
+        loaded = read_yaml(path)
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
         data = loaded or {}
@@ -167,3 +196,26 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
 
 def save_config(config: Any, path: str | Path) -> None:
     Path(path).write_text(yaml.safe_dump(to_dict(config), sort_keys=False))
+
+
+# -- validation helpers for the config dataclasses' ``__post_init__`` ---------------------------
+# They raise ValueError; from_dict turns it into a ConfigError naming the file or section.
+def at_least(minimum: float, **values: float | None) -> None:
+    """Each given value is a finite number >= ``minimum`` (None is skipped: "not set")."""
+    for name, value in values.items():
+        if value is not None and not (math.isfinite(value) and value >= minimum):
+            raise ValueError(f"{name} must be >= {minimum:g}, got {value}")
+
+
+def positive(**values: float | None) -> None:
+    """Each given value is a finite number > 0 (None is skipped: "not set")."""
+    for name, value in values.items():
+        if value is not None and not (math.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be a positive number, got {value}")
+
+
+def one_of(name: str, value: object, choices: typing.Iterable[object]) -> None:
+    """``value`` is one of ``choices``."""
+    options = tuple(choices)
+    if value not in options:
+        raise ValueError(f"{name} must be one of {', '.join(map(str, options))}; got '{value}'")

@@ -21,3 +21,14 @@ class CheckpointError(MTMRobotError, ValueError):
 
 class SpecMismatchError(MTMRobotError, ValueError):
     """Two specs (model vs task, request vs model) disagree."""
+
+
+class UnknownTaskError(MTMRobotError, KeyError):
+    """A task name that is not registered (still a ``KeyError``, as a registry lookup)."""
+
+    def __str__(self) -> str:  # KeyError quotes its message; this one is a sentence
+        return str(self.args[0]) if self.args else ""
+
+
+class TrainingError(MTMRobotError, RuntimeError):
+    """A training run cannot go on (e.g. its loss became non-finite)."""

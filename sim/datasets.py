@@ -37,6 +37,7 @@ from typing import Any
 
 import numpy as np
 
+from mtm_robot.errors import MTMRobotError
 from sim.env import SimEnv
 from sim.experts.policy import ExpertPolicy
 from sim.registry import make, resolve
@@ -104,7 +105,7 @@ class PolicySource:
     def replay(self) -> list[Path]:
         snapshots = sorted((self.policy_dir / "replay").glob("*.safetensors"))
         if not snapshots:
-            raise FileNotFoundError(
+            raise MissingPolicyError(
                 f"medium-replay needs training snapshots in {self.policy_dir / 'replay'}"
             )
         return snapshots
@@ -112,8 +113,50 @@ class PolicySource:
     @staticmethod
     def _require(path: Path) -> Path:
         if not path.exists():
-            raise FileNotFoundError(f"policy file {path} not found (train and --ship one first)")
+            raise MissingPolicyError(f"policy file {path} not found (train and --ship one first)")
         return path
+
+
+#: The policy files each recipe reads from a policy folder.
+RECIPE_POLICIES = {
+    "random": (),
+    "medium": ("medium.safetensors",),
+    "expert": ("expert.safetensors",),
+    "medium-expert": ("medium.safetensors", "expert.safetensors"),
+    "medium-replay": ("replay/*.safetensors",),
+}
+
+
+class MissingPolicyError(MTMRobotError, FileNotFoundError):
+    """A recipe needs a policy file that is not there."""
+
+
+def require_policies(task: str, recipe: str, policy_dir: Path | None) -> None:
+    """Fail before collecting when ``recipe`` needs policy files ``policy_dir`` lacks; the
+    message says which recipes need what and how to train and ship an expert."""
+    needed = RECIPE_POLICIES[recipe]
+    if not needed:
+        return
+    folder = Path(policy_dir) if policy_dir is not None else default_policy_dir(task)
+    missing = [name for name in needed if not any(folder.glob(name))]
+    if not missing:
+        return
+    needs = "; ".join(f"{r}: {', '.join(f)}" for r, f in RECIPE_POLICIES.items() if f)
+    if policy_dir is None:
+        shipped = sorted(
+            p.parent.name for p in default_policy_dir(task).parent.glob("*/expert.safetensors")
+        )
+        raise MissingPolicyError(
+            f"task '{task}' ships no {', '.join(missing)} in {folder} (recipe '{recipe}' needs "
+            f"it; {needs}). Train and ship one: python launch/train_expert.py --task {task} "
+            f"--out runs/{task}-sac, then python launch/train_expert.py --ship runs/{task}-sac; "
+            f"or use --recipe random, or --policy-dir DIR. Tasks with shipped policies: "
+            f"{', '.join(shipped) or 'none'}"
+        )
+    raise MissingPolicyError(
+        f"--policy-dir {folder} has no {', '.join(missing)} (recipe '{recipe}' needs it; "
+        f"{needs}); write one with python launch/train_expert.py --ship RUN_DIR --ship-to {folder}"
+    )
 
 
 def _random_actor(env: SimEnv) -> Actor:
@@ -190,7 +233,19 @@ class CollectJob:
 
 
 def reset_seed(seed: int, index: int) -> int:
-    return DATASET_SEED_BASE + seed * 1_000_000 + index
+    """The simulator reset seed of episode ``index`` of a dataset with seed ``seed``.
+
+    ``DATASET_SEED_BASE + seed * 1_000_000 + index`` while that fits a reset seed (below
+    2**32, i.e. seeds up to about 4,264, and index below 1,000,000); past that, a hash of
+    (base, seed, index) into [0, 2**32) (numpy's SeedSequence), so any non-negative seed works
+    and is reproducible.
+    """
+    if seed < 0 or index < 0:
+        raise ValueError(f"dataset seed and episode index must be >= 0, got {seed}, {index}")
+    formula = DATASET_SEED_BASE + seed * 1_000_000 + index
+    if index < 1_000_000 and formula < 2**32:
+        return formula
+    return int(np.random.SeedSequence([DATASET_SEED_BASE, seed, index]).generate_state(1)[0])
 
 
 def collect_episodes(

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from mtm_robot.errors import UnknownTaskError
 from sim.env import SimEnv
 
 
@@ -170,7 +171,8 @@ def known_tasks() -> list[str]:
 
 
 def resolve(task: str) -> str:
-    """The canonical name of ``task`` (``walker`` -> ``walker-walk``); raises ``KeyError``."""
+    """The canonical name of ``task`` (``walker`` -> ``walker-walk``); raises ``UnknownTaskError``
+    (a ``KeyError``) listing the known tasks."""
     if task in _TASKS:
         return task
     if task in _DEFAULT_TASK:
@@ -181,7 +183,7 @@ def resolve(task: str) -> str:
     candidates = list(_TASKS) + list(_DEFAULT_TASK)
     near = difflib.get_close_matches(task, candidates, n=1, cutoff=0.5)
     hint = f" Did you mean {near[0]!r}?" if near else ""
-    raise KeyError(
+    raise UnknownTaskError(
         f"unknown task {task!r}.{hint} Known tasks: {', '.join(_TASKS)} "
         f"(domains: {', '.join(sorted(_DEFAULT_TASK))}; any MJCF file as 'mjcf:PATH')"
     )

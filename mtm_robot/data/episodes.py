@@ -52,21 +52,21 @@ class Episode:
     telemetry: dict[str, np.ndarray] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
-        self.states = np.asarray(self.states, dtype=np.float32)
+        self.states = _numeric("states", self.states, np.float32)
         if self.states.ndim != 2:
             raise DataError(f"states: expected shape (T, ds), got {self.states.shape}")
         n = len(self.states)
         if self.actions is not None:
-            self.actions = np.asarray(self.actions, dtype=np.float32)
+            self.actions = _numeric("actions", self.actions, np.float32)
             _check_len("actions", self.actions, n, ndim=2)
         if self.rewards is not None:
-            self.rewards = np.asarray(self.rewards, dtype=np.float32).reshape(-1)
+            self.rewards = _numeric("rewards", self.rewards, np.float32).reshape(-1)
             _check_len("rewards", self.rewards, n, ndim=1)
         if self.physics is not None:
-            self.physics = np.asarray(self.physics, dtype=np.float64)
+            self.physics = _numeric("physics", self.physics, np.float64)
             _check_len("physics", self.physics, n, ndim=2)
         if self.time_s is not None:
-            self.time_s = np.asarray(self.time_s, dtype=np.float64).reshape(-1)
+            self.time_s = _numeric("time_s", self.time_s, np.float64).reshape(-1)
             _check_len("time_s", self.time_s, n, ndim=1)
         for name, value in self.telemetry.items():
             value = np.asarray(value)
@@ -94,6 +94,14 @@ class Episode:
         if self.rewards is None:
             raise DataError("episode has no rewards")
         return float(self.rewards.sum())
+
+
+def _numeric(name: str, value: Any, dtype: type[np.floating[Any]]) -> np.ndarray:
+    """``value`` as a ``dtype`` array; text, objects or anything non-numeric is a DataError."""
+    array = np.asarray(value)
+    if array.dtype.kind not in "biuf":
+        raise DataError(f"{name}: expected numbers, got {array.dtype} values")
+    return array.astype(dtype, copy=False)
 
 
 def _check_len(name: str, array: np.ndarray, n: int, ndim: int) -> None:
@@ -137,7 +145,10 @@ def load_episode(path: str | Path) -> Episode:
             meta = json.loads(str(data["meta"][0])) if "meta" in data else {}
     except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile) as exc:
         raise DataError(f"{path}: not a readable episode file ({exc})") from exc
-    return Episode(meta=meta, telemetry=telemetry, **arrays)
+    try:
+        return Episode(meta=meta, telemetry=telemetry, **arrays)
+    except DataError as exc:
+        raise DataError(f"{path}: {exc}") from exc
 
 
 def episode_paths(directory: str | Path) -> list[Path]:

@@ -26,7 +26,7 @@ def load_d4rl_hdf5(path: str | Path, task: str = "") -> list[Episode]:
     (distance > 1e-6). The last transition always ends an episode. Actions are kept as stored.
     """
     path = Path(path)
-    with h5py.File(path, "r") as f:
+    with _open_hdf5(path) as f:
         missing = [k for k in D4RL_REQUIRED if k not in f]
         if missing:
             raise DataError(f"{path}: not a D4RL-style file, missing {missing} (has {list(f)})")
@@ -81,7 +81,7 @@ def load_minari(path: str | Path) -> list[Episode]:
     if file is None:
         raise DataError(f"{path}: no Minari main_data.hdf5 found")
     episodes = []
-    with h5py.File(file, "r") as f:
+    with _open_hdf5(file) as f:
         names = sorted(
             (k for k in f if k.startswith("episode_")), key=lambda k: int(k.split("_")[1])
         )
@@ -109,9 +109,25 @@ def load_minari(path: str | Path) -> list[Episode]:
     return episodes
 
 
+SUPPORTED_SOURCES = (
+    "an episode-store folder (episode_*.npz), a D4RL-style .hdf5/.h5 file, or a Minari "
+    "dataset (a folder with main_data.hdf5 or data/main_data.hdf5)"
+)
+
+
+def _open_hdf5(path: Path) -> h5py.File:
+    """``h5py.File(path, "r")``; a missing or unreadable file is a DataError naming it."""
+    try:
+        return h5py.File(path, "r")
+    except OSError as exc:
+        raise DataError(f"{path}: not a readable HDF5 file ({exc})") from exc
+
+
 def load_source(path: str | Path) -> list[Episode]:
     """Episodes from an episode-store directory, a D4RL HDF5 file, or a Minari dataset."""
     path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path} does not exist; expected {SUPPORTED_SOURCES}")
     if path.is_dir():
         store = episode_paths(path)
         if store:
@@ -121,14 +137,19 @@ def load_source(path: str | Path) -> list[Episode]:
                 episode.meta.setdefault("path", str(p))
                 episodes.append(episode)
             return episodes
+        if not any(c.is_file() for c in (path / "main_data.hdf5", path / "data/main_data.hdf5")):
+            hdf5 = sorted(p.name for p in path.glob("*.h*5"))
+            hint = f"; it holds {', '.join(hdf5[:3])}: pass the file itself" if hdf5 else ""
+            raise DataError(
+                f"{path}: no episodes found; looked for episode_*.npz (episode store), "
+                f"main_data.hdf5 and data/main_data.hdf5 (Minari){hint}"
+            )
         return load_minari(path)
     if path.suffix in (".hdf5", ".h5"):
-        with h5py.File(path, "r") as f:
+        with _open_hdf5(path) as f:
             is_minari = any(k.startswith("episode_") for k in f)
         return load_minari(path) if is_minari else load_d4rl_hdf5(path)
-    raise DataError(
-        f"{path}: expected an episode-store directory, a D4RL .hdf5 file or a Minari dataset"
-    )
+    raise DataError(f"{path}: expected {SUPPORTED_SOURCES}")
 
 
 class _MarkActionFree(argparse.Action):

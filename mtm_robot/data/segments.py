@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from mtm_robot.config import at_least, positive
 from mtm_robot.data.episodes import Episode
 from mtm_robot.data.normalize import Normalizer
 from mtm_robot.errors import ConfigError, DataError
@@ -55,6 +56,11 @@ class DataConfig:
                 raise ConfigError(f"data.modalities: unknown '{name}'; known: {sorted(known)}")
         if "states" not in self.modalities:
             raise ConfigError("data.modalities must include 'states'")
+        at_least(1, segment_length=self.segment_length)
+        at_least(0, return_horizon=self.return_horizon, split_seed=self.split_seed)
+        positive(min_std=self.min_std)
+        if not 0.0 < self.discount <= 1.0:
+            raise ConfigError(f"data.discount must be in (0, 1], got {self.discount}")
 
 
 def returns_to_go(
@@ -191,6 +197,27 @@ def _episode_arrays(episode: Episode, config: DataConfig, horizon: int) -> dict[
     return out
 
 
+def check_same_dims(episodes: Sequence[Episode]) -> None:
+    """Every episode has the same states (and actions) dim; the error names an example file
+    of each dim (``meta["path"]``, set by the importers)."""
+    for name in ("states", "actions"):
+        by_dim: dict[int, list[Episode]] = {}
+        for episode in episodes:
+            array = getattr(episode, name)
+            if array is not None:
+                by_dim.setdefault(int(array.shape[1]), []).append(episode)
+        if len(by_dim) > 1:
+            groups = sorted(by_dim.items(), key=lambda item: -len(item[1]))
+            found = " vs ".join(
+                f"{dim} ({len(group)} episodes, e.g. {group[0].meta.get('path', 'unnamed')})"
+                for dim, group in groups
+            )
+            raise DataError(
+                f"the episodes disagree on the {name} dim: {found}; train on the data of one "
+                "task (one observation and action layout) at a time"
+            )
+
+
 def build_dataset(
     episodes: Sequence[Episode], config: DataConfig, normalizer: Normalizer | None = None
 ) -> SegmentDataset:
@@ -200,6 +227,7 @@ def build_dataset(
     so the served model's normalisation does not change.
     """
     L = config.segment_length
+    check_same_dims(episodes)
     report = DataReport(episodes_in=len(episodes))
     usable = [e for e in episodes if len(e) >= L]
     report.skipped_short = len(episodes) - len(usable)

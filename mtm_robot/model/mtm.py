@@ -17,6 +17,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from mtm_robot.config import at_least
 from mtm_robot.errors import SpecMismatchError
 
 _NEG = -1e9  # additive attention bias for masked keys; exp() underflows to exactly 0
@@ -53,6 +54,10 @@ class ModelConfig:
     dropout: float = 0.1
 
     def __post_init__(self) -> None:
+        at_least(1, width=self.width, heads=self.heads, encoder_layers=self.encoder_layers)
+        at_least(1, decoder_layers=self.decoder_layers, ffn_multiplier=self.ffn_multiplier)
+        if not 0.0 <= self.dropout < 1.0:
+            raise SpecMismatchError(f"dropout must be in [0, 1), got {self.dropout}")
         if self.width % self.heads:
             raise SpecMismatchError(f"width {self.width} not divisible by heads {self.heads}")
         if self.width % 2:

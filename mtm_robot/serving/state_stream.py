@@ -33,6 +33,7 @@ from typing import Any, Protocol
 import numpy as np
 import zmq
 
+from mtm_robot.errors import ConfigError
 from mtm_robot.serving import protocol
 from mtm_robot.serving.protocol import ProtocolError
 from mtm_robot.serving.security import is_loopback
@@ -212,7 +213,7 @@ class StateReceiver:
         if state_dim <= 0:
             raise ValueError(f"state_dim must be positive, got {state_dim}")
         if bind and not is_loopback(endpoint) and not insecure:
-            raise ValueError(
+            raise ConfigError(
                 f"binding {endpoint} would let anyone on the network write demonstrations; "
                 "the state stream has no CurveZMQ: bind loopback (or tunnel), or pass insecure"
             )

@@ -26,7 +26,7 @@ from safetensors.torch import load_file, save_file
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from mtm_robot.config import to_dict
+from mtm_robot.config import at_least, one_of, positive, to_dict
 from mtm_robot.data.episodes import Episode
 from mtm_robot.data.normalize import Normalizer
 from mtm_robot.data.segments import DataConfig, build_dataset
@@ -53,6 +53,13 @@ class BaselineConfig:
     seed: int = 0
     device: str = "cpu"  # cpu | cuda | auto
     data: DataConfig = field(default_factory=lambda: DataConfig(segment_length=2))
+
+    def __post_init__(self) -> None:
+        at_least(1, hidden=self.hidden, layers=self.layers, steps=self.steps)
+        at_least(1, batch_size=self.batch_size, eval_every=self.eval_every)
+        at_least(0, weight_decay=self.weight_decay, seed=self.seed)
+        positive(lr=self.lr)
+        one_of("device", self.device, ("auto", "cpu", "cuda"))
 
 
 class MLP(nn.Module):

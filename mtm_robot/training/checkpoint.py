@@ -15,6 +15,7 @@ renamed in (:mod:`mtm_robot.atomic`); :func:`newest_resumable` picks the one a r
 from __future__ import annotations
 
 import hashlib
+import json
 import logging
 import os
 from dataclasses import dataclass, field
@@ -23,7 +24,7 @@ from typing import Any
 
 import torch
 import yaml
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from mtm_robot import atomic
@@ -37,6 +38,8 @@ FORMAT_VERSION = 1
 METADATA_FILE = "checkpoint.yaml"
 WEIGHTS_FILE = "model.safetensors"
 TRAINER_FILE = "trainer.safetensors"
+#: The weights file's header: key -> the model attribute it records (as JSON).
+_HEADER = {"data_spec": "spec", "model_config": "config"}
 #: The walker-walk model that ships inside the package.
 DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "walker-walk"
 
@@ -83,7 +86,10 @@ def save_checkpoint(
     directory.mkdir(parents=True, exist_ok=True)
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tmp = directory / f".{WEIGHTS_FILE}.tmp"
-    save_file(weights, str(tmp))
+    # the weights file records the spec and sizes it was trained with (checked at load time:
+    # an edited checkpoint.yaml can no longer describe weights it does not fit)
+    header = {key: json.dumps(to_dict(getattr(model, attr))) for key, attr in _HEADER.items()}
+    save_file(weights, str(tmp), metadata=header)
     os.replace(tmp, directory / WEIGHTS_FILE)
     if trainer_state is not None:
         tmp = directory / f".{TRAINER_FILE}.tmp"
@@ -127,11 +133,48 @@ def resolve_checkpoint_path(path: str | Path) -> Path:
     return DEFAULT_CHECKPOINT if str(path) == "default" else Path(path)
 
 
-def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
-    """Load a checkpoint directory for inference (``model.eval()``)."""
+def verify_checkpoint(path: str | Path) -> dict[str, Any]:
+    """The metadata of a checkpoint whose weights are complete (sha256 as recorded) and are
+    the ones its metadata describes (data spec and model sizes as the weights file records
+    them), without building the model; :class:`CheckpointError` saying what is wrong."""
     directory = resolve_checkpoint_path(path)
     meta = read_metadata(directory)
     _check_sha256(directory / WEIGHTS_FILE, meta.get("weights_sha256"))
+    _check_weights_header(directory / WEIGHTS_FILE, meta)
+    return meta
+
+
+def _check_weights_header(path: Path, meta: dict[str, Any]) -> None:
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            header = handle.metadata() or {}
+    except (SafetensorError, OSError) as exc:
+        raise CheckpointError(f"{path}: unreadable safetensors file ({exc})") from exc
+    for key in _HEADER:
+        if key not in header:  # written before the weights carried it
+            continue
+        trained = json.loads(header[key])
+        described = meta.get(key)
+        if not isinstance(described, dict):
+            raise CheckpointError(f"{path.parent}: {METADATA_FILE} has no {key}")
+        differ = [
+            f"{name} {described.get(name)!r} in {METADATA_FILE} but {value!r} in the weights"
+            for name, value in trained.items()
+            if described.get(name) != value
+            or (isinstance(value, dict) and list(described.get(name, {})) != list(value))
+        ]
+        if differ:
+            raise CheckpointError(
+                f"{path.parent}: the weights do not fit {METADATA_FILE} ({key}: "
+                f"{'; '.join(differ)}); restore the checkpoint's own {METADATA_FILE} or "
+                "retrain with the settings you want"
+            )
+
+
+def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
+    """Load a checkpoint directory for inference (``model.eval()``)."""
+    directory = resolve_checkpoint_path(path)
+    meta = verify_checkpoint(directory)
     weights_path = directory / WEIGHTS_FILE
     try:
         spec = from_dict(DataSpec, meta["data_spec"], "data_spec")

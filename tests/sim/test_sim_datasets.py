@@ -115,3 +115,43 @@ def test_unknown_recipe_and_missing_policies_are_errors(tmp_path: Path) -> None:
             RecipeActors(env, "expert", None)
     with pytest.raises(FileNotFoundError, match=r"expert\.safetensors"):
         collect_episodes(_job(tmp_path, "x", "expert", (0,), policy_dir=str(tmp_path)))
+
+
+def test_reset_seeds_work_for_any_non_negative_seed() -> None:
+    # the documented formula where it fits (data already collected keeps its seeds) ...
+    assert reset_seed(3, 2) == 33_000_002
+    assert reset_seed(4263, 999_999) == 30_000_000 + 4263 * 1_000_000 + 999_999
+    # ... and past 2**32 a hash: in range, reproducible, distinct per episode and per seed
+    for seed in (4265, 90_417, 2**40, 10**30):
+        seeds = [reset_seed(seed, i) for i in range(50)]
+        assert all(0 <= s < 2**32 for s in seeds), seed
+        assert seeds == [reset_seed(seed, i) for i in range(50)]
+        assert len(set(seeds)) == 50
+    assert reset_seed(90_417, 0) != reset_seed(90_418, 0)
+    with pytest.raises(ValueError, match="must be >= 0"):
+        reset_seed(-1, 0)
+
+
+def test_collect_with_a_large_seed_is_deterministic(tmp_path: Path) -> None:
+    from mtm_robot.data.episodes import load_episode
+
+    for name in ("a", "b"):
+        job = _job(tmp_path, name, "random", (0,))
+        collect_episodes(CollectJob(**{**job.__dict__, "seed": 90_417}))
+    a = load_episode(tmp_path / "a" / "episode_000000.npz")
+    b = load_episode(tmp_path / "b" / "episode_000000.npz")
+    np.testing.assert_array_equal(a.states, b.states)
+    assert a.meta["seed"] == reset_seed(90_417, 0)
+
+
+def test_missing_policies_are_named_with_the_command_that_makes_them(tmp_path: Path) -> None:
+    from sim.datasets import MissingPolicyError, require_policies
+
+    require_policies("mujoco-pointmass", "random", None)  # random needs none
+    require_policies("mujoco-pointmass", "medium-replay", _fake_policy_dir(tmp_path))
+    with pytest.raises(MissingPolicyError) as shipped:
+        require_policies("hopper-hop", "expert", None)
+    assert "python launch/train_expert.py --task hopper-hop" in str(shipped.value)
+    assert "medium-replay: replay/*.safetensors" in str(shipped.value)
+    with pytest.raises(MissingPolicyError, match=r"--policy-dir .*nowhere has no medium"):
+        require_policies("walker-walk", "medium", tmp_path / "nowhere")

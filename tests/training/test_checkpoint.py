@@ -8,7 +8,12 @@ import yaml
 from mtm_robot.data.normalize import Normalizer
 from mtm_robot.errors import CheckpointError, SpecMismatchError
 from mtm_robot.inference import Context, Predictor
-from mtm_robot.training.checkpoint import check_spec_matches, load_checkpoint, save_checkpoint
+from mtm_robot.training.checkpoint import (
+    check_spec_matches,
+    load_checkpoint,
+    save_checkpoint,
+    verify_checkpoint,
+)
 
 
 def _normalizer(spec) -> Normalizer:
@@ -63,3 +68,16 @@ def test_weights_are_safetensors_not_pickle(tmp_path, tiny_model, tiny_spec):
     head = (tmp_path / "model.safetensors").read_bytes()[:2]
     assert head != b"\x80\x02" and head[:1] != b"P"  # neither a pickle nor a zip (torch.save)
     assert torch.equal(load_checkpoint(tmp_path).model.mask_token, tiny_model.mask_token)
+
+
+def test_metadata_that_does_not_describe_the_weights_is_refused(tmp_path, tiny_model, tiny_spec):
+    # no trace of the segment length in the weights' shapes (the time table is not stored):
+    # the weights file's header records the spec they were trained with
+    save_checkpoint(tmp_path, tiny_model, _normalizer(tiny_spec), {})
+    meta = yaml.safe_load((tmp_path / "checkpoint.yaml").read_text())
+    meta["data_spec"]["segment_length"] = 8
+    (tmp_path / "checkpoint.yaml").write_text(yaml.safe_dump(meta, sort_keys=False))
+    with pytest.raises(CheckpointError, match=r"segment_length 8 in checkpoint.yaml but 4 in"):
+        load_checkpoint(tmp_path)
+    with pytest.raises(CheckpointError, match="segment_length"):
+        verify_checkpoint(tmp_path)
