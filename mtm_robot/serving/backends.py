@@ -24,8 +24,9 @@ import numpy as np
 import torch
 
 from mtm_robot.errors import ConfigError
-from mtm_robot.inference import Context, ForwardFn, Predictor, torch_forward
+from mtm_robot.inference import Context, ForwardFn, Prediction, Predictor, torch_forward
 from mtm_robot.model.mtm import MTM
+from mtm_robot.serving.contexts import ReturnScale
 from mtm_robot.serving.protocol import PROTOCOL_VERSION
 from mtm_robot.training.checkpoint import Checkpoint, load_checkpoint
 
@@ -197,6 +198,27 @@ class Engine:
     def model_id(self) -> str:
         return self.checkpoint.model_id
 
+    @property
+    def return_scale(self) -> ReturnScale:
+        """Return-target units and accepted range, from the checkpoint's metadata."""
+        return ReturnScale.from_metadata(self.checkpoint.metadata)
+
+    def action_bounds(self) -> dict[str, Any] | None:
+        """``{low, high, clipped}`` from the checkpoint's ``action_bounds``, or None.
+
+        The node reports the bounds and never clips (``clipped: false``): clipping, rate
+        limits and fallbacks belong to the controller (``controllers/safety.py``).
+        """
+        bounds = self.checkpoint.metadata.get("action_bounds")
+        da = self.checkpoint.spec.modalities["actions"]
+        if not isinstance(bounds, dict):
+            return None
+        low, high = bounds.get("low"), bounds.get("high")
+        if not (isinstance(low, list) and isinstance(high, list) and len(low) == len(high) == da):
+            log.warning("checkpoint action_bounds malformed (expected %d low/high): ignored", da)
+            return None
+        return {"low": [float(x) for x in low], "high": [float(x) for x in high], "clipped": False}
+
     def metadata(self) -> dict[str, Any]:
         """The body of a ``metadata`` reply."""
         spec = self.checkpoint.spec
@@ -213,8 +235,19 @@ class Engine:
             # for clients: the return range seen in training (return targets, reference 4.6)
             # and the state scale (to normalise prediction errors)
             "return_stats": self.checkpoint.metadata.get("return_stats", {}),
+            "return_target": self.return_scale.describe(),
+            "action_bounds": self.action_bounds(),
             "state_std": self.checkpoint.normalizer.std["states"].tolist(),
         }
+
+
+def non_finite_output(prediction: Prediction) -> str | None:
+    """The name of the first output array holding NaN or infinity, or None: a reply carrying
+    one must never be ``ok`` (inputs far outside the training data can overflow a forward)."""
+    for name in ("action", "action_chunk", "next_states"):
+        if not np.isfinite(getattr(prediction, name)).all():
+            return name
+    return None
 
 
 def _onnx_path(checkpoint: Checkpoint, config: BackendConfig) -> Path:

@@ -20,7 +20,7 @@ from typing import Any
 from mtm_robot.errors import MTMRobotError
 from mtm_robot.inference import Context, Prediction
 from mtm_robot.serving import protocol as wire
-from mtm_robot.serving.backends import Engine
+from mtm_robot.serving.backends import Engine, non_finite_output
 from mtm_robot.serving.stats import ServingStats
 
 log = logging.getLogger(__name__)
@@ -154,7 +154,7 @@ class Batcher:
     def _predict(self, engine: Engine, jobs: list[Job]) -> list[Outcome]:
         try:
             predictions = engine.predictor.predict_batch([j.context for j in jobs])
-            return [Outcome(prediction=p) for p in predictions]
+            return [self._checked(p) for p in predictions]
         except MTMRobotError as exc:  # a context the checks let through: isolate it
             if len(jobs) > 1:
                 return [self._predict(engine, [job])[0] for job in jobs]
@@ -164,8 +164,26 @@ class Batcher:
             message = f"{type(exc).__name__}: {exc}"
             return [Outcome(code=wire.INTERNAL, message=message) for _ in jobs]
 
+    @staticmethod
+    def _checked(prediction: Prediction) -> Outcome:
+        bad = non_finite_output(prediction)
+        if bad is None:
+            return Outcome(prediction=prediction)
+        message = f"the model's {bad} is not finite (inputs far outside its training data?)"
+        log.warning("refusing a reply: %s", message)
+        return Outcome(code=wire.NOT_FINITE, message=message)
+
     def _finish(self, job: Job, outcome: Outcome) -> None:
         try:
             self._deliver(job, outcome)
-        except Exception:
+        except Exception as exc:  # still answer: a client waiting on this id must not hang
             log.exception("delivering the reply to request %r failed", job.request_id)
+            if outcome.prediction is None and outcome.code == wire.INTERNAL:
+                return
+            failed = Outcome(
+                model_id=outcome.model_id, code=wire.INTERNAL, message=type(exc).__name__
+            )
+            try:
+                self._deliver(job, failed)
+            except Exception:
+                log.exception("the internal-error reply to request %r failed too", job.request_id)

@@ -113,6 +113,7 @@ def act_request(
     history_states: np.ndarray | None = None,
     history_actions: np.ndarray | None = None,
     return_target: float | None = None,
+    return_target_units: str | None = None,
     future_states: np.ndarray | None = None,
     goal_state: np.ndarray | None = None,
     planned_actions: np.ndarray | None = None,
@@ -122,6 +123,8 @@ def act_request(
     header: dict[str, Any] = {"type": "act", "mode": mode}
     if return_target is not None:
         header["return_target"] = float(return_target)
+    if return_target_units is not None:  # "model" (default), "normalized", "episode_return"
+        header["return_target_units"] = return_target_units
     if deadline_ms is not None:
         header["deadline_ms"] = float(deadline_ms)
     named = {

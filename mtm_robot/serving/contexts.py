@@ -7,10 +7,12 @@ field, shape or mode is answered with an error before it reaches the batcher.
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
+from mtm_robot.data.normalize import Normalizer
 from mtm_robot.inference import Context, Prediction
 from mtm_robot.model.mtm import DataSpec
 from mtm_robot.serving import protocol as wire
@@ -27,6 +29,140 @@ MODE_ARRAYS: dict[str, tuple[str, ...]] = {
 HISTORY_ARRAYS = ("history_states", "history_actions")
 MODES_WITH_RETURN = ("return_conditioned", "two_stage")
 MAX_ROWS = 4096  # longest history or future accepted (the predictor keeps what fits)
+#: Largest |normalised value| accepted: |x - mean| / std over the training data. Past it an
+#: input is a unit or scaling fault, not a state, and the model's output would be meaningless
+#: (a float32 forward overflows to NaN from about 1e20 in physical units): ``out_of_range``.
+MAX_NORMALIZED = 1e4
+FLOAT32_MAX = float(np.finfo(np.float32).max)
+#: ``return_target_units``: the model's own return units (default), a fraction of the
+#: training return range (0 = return_min, 1 = return_max), or a whole episode's return.
+RETURN_UNITS = ("model", "normalized", "episode_return")
+#: Accepted return targets: the training range widened by this many range widths each side
+#: (normalised targets from -1 to 2).
+RETURN_MARGIN = 1.0
+#: Which normaliser modality each request array is checked against.
+ARRAY_MODALITY = {
+    "state": "states",
+    "history_states": "states",
+    "future_states": "states",
+    "goal_state": "states",
+    "history_actions": "actions",
+    "planned_actions": "actions",
+}
+
+
+@dataclass(frozen=True)
+class ReturnScale:
+    """A model's return units, read from its checkpoint metadata (``return_stats``, data config).
+
+    ``horizon`` is set only for averaged returns-to-go (reference 1.3) with a known nominal
+    horizon H: a return per remaining step, so an episode return R is ``R / H`` model units.
+    """
+
+    return_min: float | None = None
+    return_max: float | None = None
+    horizon: int | None = None
+
+    @classmethod
+    def from_metadata(cls, metadata: dict[str, Any]) -> ReturnScale:
+        stats = metadata.get("return_stats") or {}
+        lo, hi = stats.get("return_min"), stats.get("return_max")
+        if not isinstance(lo, int | float) or not isinstance(hi, int | float):
+            return cls()
+        if not (math.isfinite(lo) and math.isfinite(hi) and lo <= hi):
+            return cls()
+        data = (metadata.get("training") or {}).get("data") or {}
+        horizon = data.get("return_horizon")
+        averaged = data.get("returns", "average") == "average"
+        known = averaged and isinstance(horizon, int) and horizon > 0
+        return cls(float(lo), float(hi), horizon if known else None)
+
+    @property
+    def units(self) -> list[str]:
+        if self.return_min is None:
+            return ["model"]
+        return ["model", "normalized"] + (["episode_return"] if self.horizon else [])
+
+    def _span(self) -> float:
+        assert self.return_min is not None and self.return_max is not None
+        width = self.return_max - self.return_min
+        return width if width > 0 else max(abs(self.return_max), 1.0)
+
+    def to_model(self, value: float, units: str) -> float:
+        """``value`` in ``units`` -> model units; ProtocolError when the model cannot say."""
+        if units == "model":
+            return value
+        if units not in self.units:
+            why = (
+                "its checkpoint has no return_stats"
+                if self.return_min is None
+                else "its returns are not averaged over a known horizon (return_horizon)"
+            )
+            raise _fail(
+                wire.BAD_REQUEST,
+                f"return_target_units '{units}' unavailable for this model: {why}; "
+                f"units served: {self.units}",
+            )
+        assert self.return_min is not None
+        if units == "normalized":
+            return self.return_min + value * _width(self.return_min, self.return_max)
+        assert self.horizon is not None
+        return value / self.horizon
+
+    def accepted(self) -> dict[str, list[float]]:
+        """The accepted return-target range in each unit (empty: no training range known)."""
+        if self.return_min is None or self.return_max is None:
+            return {}
+        margin = RETURN_MARGIN * self._span()
+        lo, hi = self.return_min - margin, self.return_max + margin
+        width = _width(self.return_min, self.return_max)
+        out = {
+            "model": [lo, hi],
+            "normalized": [(lo - self.return_min) / width, (hi - self.return_min) / width],
+        }
+        if self.horizon:
+            out["episode_return"] = [lo * self.horizon, hi * self.horizon]
+        return out
+
+    def check(self, target: float, value: float, units: str) -> None:
+        """Refuse a model-unit ``target`` outside :meth:`accepted` (``out_of_range``)."""
+        accepted = self.accepted()
+        if not accepted:
+            return
+        lo, hi = accepted["model"]
+        slack = 1e-9 * max(abs(lo), abs(hi), 1.0)
+        if lo - slack <= target <= hi + slack:
+            return
+        ranges = ", ".join(f"{u} [{a:.6g}, {b:.6g}]" for u, (a, b) in accepted.items())
+        hint = ""
+        if units == "model" and "episode_return" in accepted:
+            hint = (
+                f"; to send an episode return set return_target_units: 'episode_return' "
+                f"(model units are returns per step over a {self.horizon}-step horizon)"
+            )
+        raise _fail(
+            wire.OUT_OF_RANGE,
+            f"return_target {value:.6g} ({units}) is outside the accepted range: {ranges}; "
+            f"training returns were [{self.return_min:.6g}, {self.return_max:.6g}] model "
+            f"units{hint}",
+        )
+
+    def describe(self) -> dict[str, Any]:
+        """The ``return_target`` entry of a ``metadata`` reply."""
+        return {
+            "units": self.units,
+            "default_units": "model",
+            "training_range": (
+                None if self.return_min is None else [self.return_min, self.return_max]
+            ),
+            "horizon": self.horizon,
+            "accepted": self.accepted(),
+        }
+
+
+def _width(lo: float, hi: float | None) -> float:
+    assert hi is not None
+    return hi - lo if hi > lo else 1.0
 
 
 def _fail(code: str, message: str) -> wire.ProtocolError:
@@ -51,9 +187,50 @@ def _rows(arrays: dict[str, np.ndarray], name: str, dim: int, min_rows: int) -> 
     return np.asarray(x, dtype=np.float32)
 
 
-def context_from_message(message: wire.Message, spec: DataSpec, modes: tuple[str, ...]) -> Context:
-    """Build and check the context of an ``act`` request; raises ``ProtocolError``."""
+def _check_float32(arrays: dict[str, np.ndarray]) -> None:
+    for name, x in arrays.items():
+        if x.dtype == np.float64 and x.size and float(np.abs(x).max()) > FLOAT32_MAX:
+            raise _fail(
+                wire.OUT_OF_RANGE,
+                f"{name}: {float(np.abs(x).max()):.3g} overflows float32 (the model runs in "
+                f"float32; largest {FLOAT32_MAX:.3g})",
+            )
+
+
+def _normalized_extreme(value: np.ndarray, modality: str, normalizer: Normalizer) -> float:
+    """Largest |x - mean| / std of ``value`` (float64: no overflow)."""
+    if value.size == 0 or modality not in normalizer.mean:
+        return 0.0
+    mean = normalizer.mean[modality].astype(np.float64)
+    std = normalizer.std[modality].astype(np.float64)
+    return float(np.abs((np.asarray(value, dtype=np.float64) - mean) / std).max())
+
+
+def _check_normalized(name: str, value: Any, modality: str, normalizer: Normalizer) -> None:
+    z = _normalized_extreme(np.asarray(value), modality, normalizer)
+    if z > MAX_NORMALIZED:
+        raise _fail(
+            wire.OUT_OF_RANGE,
+            f"{name}: a value lies {z:.3g} training standard deviations from the training "
+            f"mean (limit {MAX_NORMALIZED:g}); check its units and scaling",
+        )
+
+
+def context_from_message(
+    message: wire.Message,
+    spec: DataSpec,
+    modes: tuple[str, ...],
+    normalizer: Normalizer | None = None,
+    returns: ReturnScale | None = None,
+) -> Context:
+    """Build and check the context of an ``act`` request; raises ``ProtocolError``.
+
+    With ``normalizer``, every value whose normalised magnitude exceeds ``MAX_NORMALIZED`` is
+    refused (``out_of_range``); float64 values past float32 always are. With ``returns``, the
+    return target may be given in any of its units and must lie in its accepted range.
+    """
     header, arrays = message.header, message.arrays
+    _check_float32(arrays)
     mode = header.get("mode", "return_conditioned")
     if not isinstance(mode, str) or mode not in modes:
         raise _fail(wire.BAD_REQUEST, f"mode {mode!r:.40} not served; modes: {list(modes)}")
@@ -89,9 +266,25 @@ def context_from_message(message: wire.Message, spec: DataSpec, modes: tuple[str
             raise _fail(wire.BAD_REQUEST, f"mode {mode} needs a number 'return_target'")
         if not math.isfinite(target):
             raise _fail(wire.NOT_FINITE, "return_target must be finite")
-        context.return_target = float(target)
-    elif "return_target" in header:
-        raise _fail(wire.BAD_REQUEST, f"mode {mode} takes no return_target")
+        units = header.get("return_target_units", "model")
+        if not isinstance(units, str) or units not in RETURN_UNITS:
+            raise _fail(
+                wire.BAD_REQUEST,
+                f"return_target_units {units!r:.40} unknown; expected one of {list(RETURN_UNITS)}",
+            )
+        scale = returns or ReturnScale()
+        model_target = scale.to_model(float(target), units)
+        scale.check(model_target, float(target), units)
+        if normalizer is not None:
+            _check_normalized("return_target", model_target, "returns", normalizer)
+        context.return_target = model_target
+    else:
+        for name in ("return_target", "return_target_units"):
+            if name in header:
+                raise _fail(wire.BAD_REQUEST, f"mode {mode} takes no {name}")
+    if normalizer is not None:
+        for name in arrays:
+            _check_normalized(name, arrays[name], ARRAY_MODALITY[name], normalizer)
     return context
 
 
@@ -100,8 +293,10 @@ def deadline_ms(header: dict[str, Any]) -> float | None:
     value = header.get("deadline_ms")
     if value is None:
         return None
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise _fail(wire.BAD_REQUEST, f"deadline_ms: expected a finite number, got {value!r:.40}")
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise _fail(wire.BAD_REQUEST, f"deadline_ms: expected a number, got {value!r:.40}")
+    if not math.isfinite(value):  # as for return_target (decode already refuses these)
+        raise _fail(wire.NOT_FINITE, "deadline_ms must be finite")
     return float(value)
 
 

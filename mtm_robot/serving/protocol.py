@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import json
 import math
+import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from importlib import resources
 from typing import Any
 
 import numpy as np
@@ -38,6 +40,9 @@ MAX_HEADER_BYTES = 64 * 1024
 MAX_ARRAYS = 16
 MAX_NDIM = 4
 MAX_ID_CHARS = 128
+MAX_ABS_ID = 2**53  # integer ids satisfy |id| < 2**53 (exact in every JSON parser)
+#: The header's JSON Schema (package data beside this module; ``docs/protocol.md`` section 3).
+SCHEMA_FILE = "protocol.schema.json"
 
 # Error codes (``error.code`` in a reply).
 BAD_MESSAGE = "bad_message"  # frames, JSON or header fields malformed
@@ -46,7 +51,8 @@ BAD_VERSION = "bad_version"  # protocol version not served
 UNKNOWN_TYPE = "unknown_type"
 BAD_DTYPE = "bad_dtype"  # dtype not in the allow-list
 BAD_SHAPE = "bad_shape"  # shape does not match the frame or the model spec
-NOT_FINITE = "not_finite"  # NaN or infinity in an array or number
+NOT_FINITE = "not_finite"  # NaN or infinity in an array, a header number, or the model's output
+OUT_OF_RANGE = "out_of_range"  # finite but absurd: past float32, or far outside the training data
 BAD_REQUEST = "bad_request"  # unknown mode, missing or unexpected field
 NOT_READY = "not_ready"  # warm-up not finished
 OVERLOADED = "overloaded"  # request queue full
@@ -57,6 +63,12 @@ MODEL_MISMATCH = "model_mismatch"  # reload: a different model of the same dims 
 SHUTTING_DOWN = "shutting_down"
 INTERNAL = "internal"  # the node's fault; it keeps serving
 EXPIRED = "expired"  # deadline passed before the request ran (status ``expired``)
+#: Every ``error.code`` a reply can carry (the schema's ``$defs.error_code`` lists the same).
+ERROR_CODES = (
+    BAD_MESSAGE, TOO_LARGE, BAD_VERSION, UNKNOWN_TYPE, BAD_DTYPE, BAD_SHAPE, NOT_FINITE,
+    OUT_OF_RANGE, BAD_REQUEST, NOT_READY, OVERLOADED, BUSY, RELOAD_FAILED, FORBIDDEN,
+    MODEL_MISMATCH, SHUTTING_DOWN, INTERNAL, EXPIRED,
+)  # fmt: skip
 
 
 class ProtocolError(MTMRobotError, ValueError):
@@ -96,8 +108,11 @@ def split_envelope(frames: Sequence[bytes]) -> tuple[list[bytes], list[bytes]]:
     return list(frames[:1]), list(frames[1:])
 
 
-def _reject_constant(name: str) -> float:
-    raise ProtocolError(NOT_FINITE, f"header: {name} is not allowed in JSON numbers")
+def load_schema() -> dict[str, Any]:
+    """The JSON Schema of request and reply headers (``$defs.request``, ``$defs.reply``)."""
+    text = resources.files(__package__ or "mtm_robot.serving").joinpath(SCHEMA_FILE).read_text()
+    schema: dict[str, Any] = json.loads(text)
+    return schema
 
 
 def _check_number(value: Any, where: str) -> None:
@@ -105,7 +120,51 @@ def _check_number(value: Any, where: str) -> None:
         raise ProtocolError(NOT_FINITE, f"{where}: expected a finite number, got {value}")
 
 
-def _array_specs(header: dict[str, Any], n_frames: int) -> list[tuple[str, np.dtype[Any], tuple]]:
+def readable_id(value: Any) -> int | str | None:
+    """``value`` if it is a valid request id (int with |id| < 2**53, str of <= 128 chars)."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if -MAX_ABS_ID < value < MAX_ABS_ID else None
+    if isinstance(value, str):
+        return value if len(value) <= MAX_ID_CHARS else None
+    return None
+
+
+def _parse_header(frame: bytes) -> Any:
+    """JSON text -> value; ``NaN``/``Infinity`` literals become floats for :func:`_non_finite`."""
+    try:
+        return json.loads(bytes(frame).decode("utf-8"), parse_constant=float)
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        raise ProtocolError(BAD_MESSAGE, f"header is not UTF-8 JSON: {exc}") from exc
+
+
+def _non_finite(header: dict[str, Any]) -> str | None:
+    """Path of the first number that is not finite (NaN, +-Infinity, 1e400, a 400-digit int)."""
+    stack: list[tuple[str, Any]] = [("header", header)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, dict):
+            stack.extend((f"{where}.{str(k)[:32]}", v) for k, v in value.items())
+        elif isinstance(value, list):
+            stack.extend((f"{where}[{i}]", v) for i, v in enumerate(value))
+        elif isinstance(value, int | float) and not abs(value) <= sys.float_info.max:
+            return where  # NaN, +-inf, or an int too large for a double (exact comparison)
+    return None
+
+
+def _with_request(exc: ProtocolError, header: Any) -> ProtocolError:
+    """Attach the header's id and type to ``exc`` when they can be read."""
+    if isinstance(header, dict):
+        exc.request_id = readable_id(header.get("id"))
+        rtype = header.get("type")
+        exc.request_type = rtype[:32] if isinstance(rtype, str) else ""
+    return exc
+
+
+def _array_specs(
+    header: dict[str, Any], n_frames: int, max_bytes: int
+) -> list[tuple[str, np.dtype[Any], tuple]]:
     specs = header.get("arrays", [])
     if not isinstance(specs, list):
         raise ProtocolError(BAD_MESSAGE, f"header.arrays: expected a list, got {specs!r:.60}")
@@ -138,6 +197,17 @@ def _array_specs(header: dict[str, Any], n_frames: int) -> list[tuple[str, np.dt
             raise ProtocolError(
                 BAD_SHAPE, f"{name}: shape must be a list of at most {MAX_NDIM} ints in [0, 2**31)"
             )
+        # Python ints: no overflow. Zero dims count as 1, so numpy can always reshape an
+        # empty frame to this shape (it refuses shapes whose other dims overflow an intp).
+        span = DTYPES[dtype].itemsize
+        for s in shape:
+            span *= max(s, 1)
+        if span > max_bytes:
+            raise ProtocolError(
+                TOO_LARGE,
+                f"{name}: shape {shape} {dtype} spans {span} bytes (zero dims counted as 1); "
+                f"the cap is {max_bytes}",
+            )
         out.append((name, DTYPES[dtype], tuple(shape)))
     return out
 
@@ -150,52 +220,59 @@ def decode(
 ) -> Message:
     """Frames after the delimiter -> :class:`Message`; raises :class:`ProtocolError`.
 
-    The size cap is checked before anything is parsed. Arrays are zero-copy read-only views.
+    The size caps are checked before any array is decoded; a too-large message whose header
+    frame is within ``MAX_HEADER_BYTES`` still has its header read, so the error carries the
+    request's id. Arrays are zero-copy read-only views.
     """
-    total = sum(len(f) for f in body)
-    if total > max_message_bytes:
-        raise ProtocolError(TOO_LARGE, f"message is {total} bytes; the cap is {max_message_bytes}")
     if not body:
         raise ProtocolError(BAD_MESSAGE, "no header frame")
     if len(body[0]) > MAX_HEADER_BYTES:
         raise ProtocolError(TOO_LARGE, f"header over {MAX_HEADER_BYTES} bytes")
-    try:
-        header = json.loads(bytes(body[0]).decode("utf-8"), parse_constant=_reject_constant)
-    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
-        raise ProtocolError(BAD_MESSAGE, f"header is not UTF-8 JSON: {exc}") from exc
+    total = sum(len(f) for f in body)
+    if total > max_message_bytes:
+        too_large = ProtocolError(
+            TOO_LARGE, f"message is {total} bytes; the cap is {max_message_bytes}"
+        )
+        try:
+            header: Any = _parse_header(body[0])
+        except ProtocolError:
+            header = None
+        raise _with_request(too_large, header)
+    header = _parse_header(body[0])
     if not isinstance(header, dict):
         raise ProtocolError(BAD_MESSAGE, "header: expected a JSON object")
-    rid = header.get("id")
-    rtype = header.get("type")
     try:
-        if header.get("v") != PROTOCOL_VERSION:
+        version = header.get("v")
+        if type(version) is not int or version != PROTOCOL_VERSION:
             raise ProtocolError(
                 BAD_VERSION,
-                f"protocol version {header.get('v')!r:.20} not served; expected {PROTOCOL_VERSION}",
+                f"protocol version {version!r:.20} not served; expected the integer "
+                f"{PROTOCOL_VERSION}",
             )
-        if (rid is not None or require_id) and (
-            isinstance(rid, bool) or not isinstance(rid, int | str)
-        ):
-            raise ProtocolError(BAD_MESSAGE, "header.id: expected an integer or a string")
-        if isinstance(rid, str) and len(rid) > MAX_ID_CHARS:
-            raise ProtocolError(BAD_MESSAGE, f"header.id: longer than {MAX_ID_CHARS} characters")
-        if not isinstance(rtype, str):
+        rid = header.get("id")
+        if (rid is not None or require_id) and readable_id(rid) is None:
+            raise ProtocolError(
+                BAD_MESSAGE,
+                f"header.id: expected an integer with |id| < 2**53 or a string of at most "
+                f"{MAX_ID_CHARS} characters, got {type(rid).__name__} {str(rid)[:40]}",
+            )
+        where = _non_finite(header)
+        if where is not None:
+            raise ProtocolError(NOT_FINITE, f"{where}: numbers must be finite (and fit a double)")
+        if not isinstance(header.get("type"), str):
             raise ProtocolError(BAD_MESSAGE, "header.type: expected a string")
-        arrays = _decode_arrays(header, body, check_finite)
+        arrays = _decode_arrays(header, body, check_finite, max_message_bytes)
     except ProtocolError as exc:
-        valid_id = isinstance(rid, int | str) and not isinstance(rid, bool)
-        if valid_id and (not isinstance(rid, str) or len(rid) <= MAX_ID_CHARS):
-            exc.request_id = rid
-        exc.request_type = rtype[:32] if isinstance(rtype, str) else ""
-        raise
+        raise _with_request(exc, header) from None
     return Message(header, arrays)
 
 
 def _decode_arrays(
-    header: dict[str, Any], body: Sequence[bytes], check_finite: bool
+    header: dict[str, Any], body: Sequence[bytes], check_finite: bool, max_bytes: int
 ) -> dict[str, np.ndarray]:
     arrays: dict[str, np.ndarray] = {}
-    for (name, dtype, shape), frame in zip(_array_specs(header, len(body) - 1), body[1:]):
+    specs = _array_specs(header, len(body) - 1, max_bytes)
+    for (name, dtype, shape), frame in zip(specs, body[1:]):
         expected = math.prod(shape) * dtype.itemsize
         if len(frame) != expected:
             raise ProtocolError(

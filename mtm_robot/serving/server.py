@@ -45,6 +45,8 @@ from mtm_robot.training.checkpoint import read_metadata, resolve_checkpoint_path
 log = logging.getLogger(__name__)
 
 _node_ids = itertools.count()
+#: Request types that take no arrays (a request carrying some is refused, never half-read).
+NO_ARRAY_TYPES = ("metadata", "health", "stats", "reload")
 
 
 @dataclass
@@ -217,7 +219,10 @@ class InferenceNode:
                         frames = self._router.recv_multipart(zmq.NOBLOCK)
                     except zmq.Again:
                         break
-                    self._handle(frames)
+                    try:
+                        self._handle(frames)
+                    except Exception:  # even a failed error reply must not end the loop
+                        log.exception("a message could not be answered; dropped")
             with self._lock:
                 pending, self._pending_reload = self._pending_reload, None
             if pending is not None:
@@ -253,6 +258,7 @@ class InferenceNode:
             self._reply(envelope, wire.error_header(rid, rtype, code, message))
 
     def _handle(self, frames: list[bytes]) -> None:
+        """Answer one message; whatever it holds, the receive loop goes on (errors are replies)."""
         received = time.monotonic()
         self.stats.count("requests")
         envelope, body = wire.split_envelope(frames)
@@ -261,9 +267,18 @@ class InferenceNode:
         except wire.ProtocolError as exc:
             self._error(envelope, exc.request_id, exc.request_type, exc.code, exc.message)
             return
+        except Exception as exc:  # the codec's own bug: answer it and keep serving
+            log.exception("decoding a message failed")
+            self._error(envelope, None, "", wire.INTERNAL, f"{type(exc).__name__}")
+            return
         rid = message.request_id
         assert rid is not None  # decode checked it
         try:
+            if message.type in NO_ARRAY_TYPES and message.arrays:
+                raise wire.ProtocolError(
+                    wire.BAD_REQUEST,
+                    f"{message.type} requests carry no arrays, got {sorted(message.arrays)}",
+                )
             if message.type == "act":
                 self._handle_act(message, envelope, received)
             elif message.type == "metadata":
@@ -311,8 +326,14 @@ class InferenceNode:
     def _handle_act(self, message: wire.Message, envelope: list[bytes], received: float) -> None:
         if not self.ready:
             raise wire.ProtocolError(wire.NOT_READY, "the node is still warming up")
-        spec = self._engine.checkpoint.spec
-        context = context_from_message(message, spec, self._engine.predictor.modes)
+        engine = self._engine
+        context = context_from_message(
+            message,
+            engine.checkpoint.spec,
+            engine.predictor.modes,
+            engine.predictor.normalizer,
+            engine.return_scale,
+        )
         budget_ms = deadline_ms(message.header)
         now = time.monotonic()
         self.stats.record("decode", now - received)
@@ -374,6 +395,8 @@ class InferenceNode:
                 "history": outcome.prediction.history,
                 "timings_us": timings,
             }
+            if job.context.return_target is not None:  # in model units, as the model saw it
+                header["return_target"] = job.context.return_target
             frames = wire.encode(header, prediction_arrays(outcome.prediction))
         done = time.monotonic()
         self.stats.record("encode", done - start)
