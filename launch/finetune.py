@@ -28,10 +28,11 @@ from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from mtm_robot.cli import run
+from mtm_robot.cli import check_output_dir, run
 from mtm_robot.config import apply_overrides, from_dict
 from mtm_robot.data.importers import add_data_arguments, load_data_arguments
-from mtm_robot.training.checkpoint import read_metadata, resolve_checkpoint_path
+from mtm_robot.errors import CheckpointError
+from mtm_robot.training.checkpoint import resolve_checkpoint_path, verify_checkpoint
 from mtm_robot.training.train import TrainConfig, Trainer
 
 
@@ -82,8 +83,11 @@ def evaluate(checkpoint: str, task: str, episodes: int, run_dir: Path) -> dict[s
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    check_output_dir(args.out, "--out")
     source = resolve_checkpoint_path(args.checkpoint)
-    meta = read_metadata(source)
+    meta = verify_checkpoint(source)
+    if not isinstance(meta.get("training"), dict):
+        raise CheckpointError(f"{source}: no training config in its metadata; cannot finetune it")
     training = apply_overrides(
         meta["training"],
         [

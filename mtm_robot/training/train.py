@@ -33,10 +33,10 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm import tqdm
 
 from mtm_robot import atomic
-from mtm_robot.config import save_config, to_dict
+from mtm_robot.config import at_least, one_of, positive, save_config, to_dict
 from mtm_robot.data.episodes import Episode
 from mtm_robot.data.segments import DataConfig, SegmentDataset, build_dataset
-from mtm_robot.errors import CheckpointError, ConfigError
+from mtm_robot.errors import CheckpointError, ConfigError, TrainingError
 from mtm_robot.hardware import torch_device
 from mtm_robot.model import masks as mask_lib
 from mtm_robot.model.mtm import MTM, DataSpec, ModelConfig, reconstruction_loss
@@ -53,6 +53,14 @@ class OptimConfig:
     betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
     warmup_steps: int = 1000
     min_lr_fraction: float = 0.0  # cosine decays to lr * min_lr_fraction
+
+    def __post_init__(self) -> None:
+        positive(lr=self.lr)
+        at_least(0, weight_decay=self.weight_decay, warmup_steps=self.warmup_steps)
+        if not 0.0 <= self.min_lr_fraction <= 1.0:
+            raise ValueError(f"min_lr_fraction must be in [0, 1], got {self.min_lr_fraction}")
+        if len(self.betas) != 2 or not all(0.0 <= b < 1.0 for b in self.betas):
+            raise ValueError(f"betas must be two numbers in [0, 1), got {self.betas}")
 
 
 @dataclass
@@ -75,6 +83,13 @@ class TrainConfig:
     precision: str = "auto"  # auto (bf16 where the hardware has it) | bf16 | fp32
     model_id: str = "mtm"
     task: str = ""
+
+    def __post_init__(self) -> None:
+        at_least(1, steps=self.steps, batch_size=self.batch_size, eval_every=self.eval_every)
+        at_least(1, checkpoint_every=self.checkpoint_every, keep_checkpoints=self.keep_checkpoints)
+        at_least(0, seed=self.seed, threads=self.threads)
+        one_of("device", self.device, ("auto", "cpu", "cuda"))
+        one_of("precision", self.precision, ("auto", "bf16", "fp32"))
 
 
 def lr_multiplier(step: int, warmup: int, total: int, floor: float = 0.0) -> float:
@@ -177,13 +192,7 @@ class Trainer:
 
     def _draw_mask(self, group: str, names: list[str]) -> mask_lib.Mask:
         L = self.spec.segment_length
-        while True:
-            _, mask = mask_lib.sample_training_mask(names, L, self.config.masks, self.mask_rng)
-            if group == "labelled":
-                return mask
-            mask["actions"][:] = False  # action-free data: actions are a forced mask
-            if not mask["states"].all():  # reference 5.3: redraw until some state is masked
-                return mask
+        return mask_lib.sample_batch_mask(group, names, L, self.config.masks, self.mask_rng)
 
     def train_step(self, sync: bool = True) -> dict[str, float]:
         """One optimiser step; with ``sync=False`` it returns nothing and never waits for the
@@ -371,6 +380,8 @@ class Trainer:
         while self.step < c.steps:
             record = self.train_step(sync=(self.step + 1) % 50 == 0 or self.step + 1 == c.steps)
             bar.update(1)
+            if record and not math.isfinite(record["loss"]):
+                self._stop_non_finite(f"the loss is {record['loss']}")
             if self.rank != 0:
                 continue
             if self.step % 50 == 0 or self.step == c.steps:
@@ -389,12 +400,30 @@ class Trainer:
                 )
             due_s = 0 < c.checkpoint_every_s <= time.monotonic() - last_save_s
             if self.step % c.checkpoint_every == 0 or self.step == c.steps or due_s:
+                self._require_finite_weights()  # never a checkpoint of a diverged model
                 self.save()
                 last_save_s = time.monotonic()
         bar.close()
         if self._tb:
             self._tb.close()
         return last
+
+    def _require_finite_weights(self) -> None:
+        for name, param in self.model.named_parameters():
+            if not bool(torch.isfinite(param).all()):
+                self._stop_non_finite(f"weight '{name}' is non-finite")
+
+    def _stop_non_finite(self, what: str) -> None:
+        saved = sorted(
+            (p for p in (self.out / "checkpoints").glob("step_*") if p.is_dir()),
+            key=lambda p: int(p.name.split("_")[1]),
+        )
+        last = f"the last checkpoint is {saved[-1]}" if saved else "no checkpoint was written"
+        raise TrainingError(
+            f"training diverged at step {self.step}: {what}; nothing of it is saved ({last}). "
+            f"Lower optim.lr (now {self.config.optim.lr:g}) or raise optim.warmup_steps, and "
+            "check the data for extreme values"
+        )
 
     def close(self) -> None:
         if self.world > 1 and dist.is_initialized():
