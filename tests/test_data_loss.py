@@ -86,7 +86,7 @@ runpy.run_path(sys.argv[0], run_name="__main__")
 
 
 @pytest.fixture
-def tmpfs_1mb(tmp_path):  # type: ignore[no-untyped-def]
+def tmpfs_1mb(tmp_path):
     """A real 1 MiB tmpfs (needs root, as the issue's reproduction did)."""
     mount_point = tmp_path / "small"
     mount_point.mkdir()
@@ -101,7 +101,7 @@ def tmpfs_1mb(tmp_path):  # type: ignore[no-untyped-def]
     subprocess.run(["umount", str(mount_point)], check=True)
 
 
-def _assert_recording_failed_cleanly(result, store: Path, run: Path, episodes: int) -> None:  # type: ignore[no-untyped-def]
+def _assert_recording_failed_cleanly(result, store: Path, run: Path, episodes: int) -> None:
     from mtm_robot.data.episodes import episode_paths, load_episode
 
     output = result.stdout + result.stderr
@@ -177,7 +177,7 @@ def test_record_demos_on_a_full_disk_lists_only_written_episodes(disk, tmp_path,
 
 
 # -- 3. replacing `latest` is atomic; resume falls back to the newest intact step_N ----------
-def _tiny_run(steps: int, every: int):  # type: ignore[no-untyped-def]
+def _tiny_run(steps: int, every: int):
     from tests.training.test_train import _config
 
     config = _config(steps)
@@ -240,7 +240,7 @@ def _kill_at_rename(monkeypatch: pytest.MonkeyPatch, point: int) -> None:
     for name in ("rename", "replace"):
         real = getattr(os, name)
 
-        def counted(*args, _real=real, **kw):  # type: ignore[no-untyped-def]
+        def counted(*args, _real=real, **kw):
             calls["n"] += 1
             if calls["n"] > point:
                 raise _Killed
