@@ -359,3 +359,24 @@ def test_the_schema_file_is_valid_and_accepts_what_the_client_sends():
 
 def test_the_schema_lists_every_error_code_the_node_can_send():
     assert SCHEMA["$defs"]["error_code"]["enum"] == list(wire.ERROR_CODES)
+
+
+@pytest.mark.slow
+def test_the_protocol_page_example_runs_against_the_shipped_model(start_node):
+    """Section 9 of docs/protocol.md, as written (longer budgets for a loaded CI machine)."""
+    doc = (Path(__file__).parents[2] / "docs" / "protocol.md").read_text()
+    section = doc[doc.index("## 9. Example") :]
+    start = section.index("```python\n") + 10
+    code = section[start : section.index("\n```", start)]
+    node = start_node(checkpoint="default")
+    code = code.replace("tcp://127.0.0.1:5555", node.endpoint)
+    code = code.replace("sock.poll(50)", "sock.poll(10_000)").replace(
+        '"deadline_ms": 20', '"deadline_ms": 10_000'
+    )
+    code = code.replace("sock.poll(20, zmq.POLLOUT)", "sock.poll(5_000, zmq.POLLOUT)")
+    namespace: dict = {}
+    exec(compile(code, "docs/protocol.md#9", "exec"), namespace)
+    assert namespace["reply"]["status"] == "ok", namespace["reply"]
+    assert namespace["reply"]["return_target"] == pytest.approx(0.85)
+    assert namespace["action"].shape == (6,) and np.isfinite(namespace["action"]).all()
+    namespace["sock"].close()
