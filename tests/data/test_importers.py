@@ -65,3 +65,27 @@ def test_minari_layout(tmp_path):
     assert episodes[0].meta["terminated"] is True
     np.testing.assert_array_equal(episodes[0].states[-1], [12, 13, 14])  # final obs dropped
     assert len(load_source(tmp_path / "walker-expert-v0")) == 2
+
+
+def test_unusable_sources_say_what_was_looked_for(tmp_path):
+    from mtm_robot.data.episodes import Episode, episode_file, save_episode
+    from mtm_robot.data.segments import DataConfig, build_dataset
+
+    with pytest.raises(DataError, match=r"nonexistent.hdf5 does not exist; expected an episode"):
+        load_source(tmp_path / "nonexistent.hdf5")
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(DataError, match=r"no episodes found; looked for episode_\*.npz"):
+        load_source(tmp_path / "empty")
+    (tmp_path / "corrupt.hdf5").write_bytes(b"\x89HDF\r\n\x1a\n" + bytes(64))
+    with pytest.raises(DataError, match=r"corrupt\.hdf5: not a readable HDF5 file"):
+        load_source(tmp_path / "corrupt.hdf5")
+    text = tmp_path / "text"
+    text.mkdir()
+    np.savez(episode_file(text, 0), states=np.array([["a", "b"], ["c", "d"]]))
+    with pytest.raises(DataError, match=r"episode_000000.npz: states: expected numbers"):
+        load_source(text)
+    mixed = tmp_path / "mixed"
+    for i, dim in enumerate((24, 17, 24)):
+        save_episode(episode_file(mixed, i), Episode(np.zeros((8, dim)), rewards=np.zeros(8)))
+    with pytest.raises(DataError, match=r"states dim: 24 \(2 episodes, e.g. .*\) vs 17 \(1 ep"):
+        build_dataset(load_source(mixed), DataConfig(modalities=["states", "returns"]))
