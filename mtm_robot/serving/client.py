@@ -3,7 +3,8 @@
 Two ways to use it::
 
     client = NodeClient("tcp://127.0.0.1:5555", timeout_ms=50)
-    reply = client.act("return_conditioned", state, return_target=900.0)   # blocking
+    reply = client.act("return_conditioned", state, return_target=900.0,   # blocking
+                       return_target_units="episode_return")
     action = reply.action
 
     rid = client.submit("behavior_cloning", state, deadline_ms=20)         # controller tick
