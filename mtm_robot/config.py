@@ -190,8 +190,12 @@ def load_config(cls: type[T], path: str | Path | None = None, overrides: list[st
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")
         data = loaded or {}
-    data = apply_overrides(to_dict(from_dict(cls, data)), list(overrides))
-    return from_dict(cls, data, where=str(path) if path else "config")
+    where = str(path) if path is not None else "config"
+    base = from_dict(cls, data, where)  # a fault in the file is reported as the file's
+    if not overrides:
+        return base
+    data = apply_overrides(to_dict(base), list(overrides))
+    return from_dict(cls, data, f"{where} + overrides" if path is not None else "config")
 
 
 def save_config(config: Any, path: str | Path) -> None:
