@@ -23,6 +23,7 @@ from controllers.reference import ReferenceTrajectory
 from controllers.timing import set_realtime_priority
 from mtm_robot.config import at_least, one_of, positive
 from mtm_robot.errors import MTMRobotError, SpecMismatchError
+from mtm_robot.return_target import default_return_target
 from mtm_robot.serving.client import NodeClient
 from mtm_robot.serving.process import NodeProcess, NodeSupervisor, open_node
 from sim import registry
@@ -91,16 +92,6 @@ def check_model_fits_task(
         )
 
 
-def resolve_target(config: SessionConfig, metadata: dict[str, Any]) -> float | None:
-    if config.target_return is not None:
-        return config.target_return
-    stats = metadata.get("return_stats") or {}
-    if "return_min" in stats and "return_max" in stats:
-        lo, hi = float(stats["return_min"]), float(stats["return_max"])
-        return lo + config.target_fraction * (hi - lo)
-    return None
-
-
 def run_session(config: SessionConfig, run_dir: Path, progress: bool = True) -> SessionResult:
     """Run the episodes; raises a clear error for anything wrong before the loop starts."""
     c = config
@@ -159,7 +150,9 @@ def run_session(config: SessionConfig, run_dir: Path, progress: bool = True) -> 
                 f"bad reference file {c.reference}: states have dim "
                 f"{reference.dim}, task '{task}' has {env.observation_dim}"
             )
-        c.controller.target_return = resolve_target(c, metadata)
+        c.controller.target_return = default_return_target(
+            metadata, c.target_fraction, c.target_return
+        )
         if c.rt_priority and c.controller.realtime and not set_realtime_priority(c.rt_priority):
             log.warning(
                 "realtime priority %d not permitted: the loop runs at normal priority",
