@@ -2,9 +2,19 @@
 
 from __future__ import annotations
 
+# The base class lives in the installable client, so the client's errors (NodeError,
+# NodeTimeoutError, ProtocolError) are MTMRobotErrors too: bad input for every launcher.
+from mtm_robot_client.errors import MTMRobotError
 
-class MTMRobotError(Exception):
-    """Base class of every error this package raises on purpose."""
+__all__ = [
+    "CheckpointError",
+    "ConfigError",
+    "DataError",
+    "MTMRobotError",
+    "SpecMismatchError",
+    "TrainingError",
+    "UnknownTaskError",
+]
 
 
 class ConfigError(MTMRobotError, ValueError):

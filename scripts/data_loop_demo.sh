@@ -45,7 +45,7 @@ cleanup() {
 trap cleanup EXIT
 "$PY" -c "
 import sys
-from mtm_robot.serving.client import NodeClient
+from mtm_robot_client import NodeClient
 with NodeClient('$NODE') as c:
     c.wait_ready(timeout_s=180)
     print('node ready, serving', c.metadata()['model_id'])

@@ -27,8 +27,8 @@ from mtm_robot.errors import ConfigError
 from mtm_robot.inference import Context, ForwardFn, Prediction, Predictor, torch_forward
 from mtm_robot.model.mtm import MTM
 from mtm_robot.serving.contexts import ReturnScale
-from mtm_robot.serving.protocol import PROTOCOL_VERSION
 from mtm_robot.training.checkpoint import Checkpoint, load_checkpoint
+from mtm_robot_client.protocol import PROTOCOL_VERSION
 
 log = logging.getLogger(__name__)
 

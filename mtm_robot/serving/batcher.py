@@ -19,9 +19,9 @@ from typing import Any
 
 from mtm_robot.errors import MTMRobotError
 from mtm_robot.inference import Context, Prediction
-from mtm_robot.serving import protocol as wire
 from mtm_robot.serving.backends import Engine, non_finite_output
 from mtm_robot.serving.stats import ServingStats
+from mtm_robot_client import protocol as wire
 
 log = logging.getLogger(__name__)
 

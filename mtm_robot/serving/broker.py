@@ -20,7 +20,8 @@ from collections.abc import Sequence
 import zmq
 
 from mtm_robot.errors import ConfigError
-from mtm_robot.serving.security import CurveClient, CurveServer, is_loopback
+from mtm_robot.serving.security import CurveServer, is_loopback
+from mtm_robot_client.curve import CurveClient
 
 log = logging.getLogger(__name__)
 

@@ -15,28 +15,19 @@ import numpy as np
 from mtm_robot.data.normalize import Normalizer
 from mtm_robot.inference import Context, Prediction
 from mtm_robot.model.mtm import DataSpec
-from mtm_robot.serving import protocol as wire
+from mtm_robot_client import protocol as wire
+from mtm_robot_client.modes import DEFAULT_MODE, HISTORY_ARRAYS, MODES, RETURN_MODES, RETURN_UNITS
 
-#: Array fields per mode, beyond ``state`` and the optional history pair.
-MODE_ARRAYS: dict[str, tuple[str, ...]] = {
-    "behavior_cloning": (),
-    "return_conditioned": (),
-    "two_stage": (),
-    "inverse_dynamics": ("future_states",),
-    "forward_dynamics": ("planned_actions",),
-    "goal": ("goal_state",),
-}
-HISTORY_ARRAYS = ("history_states", "history_actions")
-MODES_WITH_RETURN = ("return_conditioned", "two_stage")
+#: Array fields per mode, beyond ``state`` and the optional history pair (the modes are
+#: described once, in :mod:`mtm_robot_client.modes`).
+MODE_ARRAYS: dict[str, tuple[str, ...]] = {name: mode.arrays for name, mode in MODES.items()}
+MODES_WITH_RETURN = RETURN_MODES
 MAX_ROWS = 4096  # longest history or future accepted (the predictor keeps what fits)
 #: Largest |normalised value| accepted: |x - mean| / std over the training data. Past it an
 #: input is a unit or scaling fault, not a state, and the model's output would be meaningless
 #: (a float32 forward overflows to NaN from about 1e20 in physical units): ``out_of_range``.
 MAX_NORMALIZED = 1e4
 FLOAT32_MAX = float(np.finfo(np.float32).max)
-#: ``return_target_units``: the model's own return units (default), a fraction of the
-#: training return range (0 = return_min, 1 = return_max), or a whole episode's return.
-RETURN_UNITS = ("model", "normalized", "episode_return")
 #: Accepted return targets: the training range widened by this many range widths each side
 #: (normalised targets from -1 to 2).
 RETURN_MARGIN = 1.0
@@ -231,7 +222,7 @@ def context_from_message(
     """
     header, arrays = message.header, message.arrays
     _check_float32(arrays)
-    mode = header.get("mode", "return_conditioned")
+    mode = header.get("mode", DEFAULT_MODE)
     if not isinstance(mode, str) or mode not in modes:
         raise _fail(wire.BAD_REQUEST, f"mode {mode!r:.40} not served; modes: {list(modes)}")
     ds, da = spec.modalities["states"], spec.modalities["actions"]

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from mtm_robot.errors import MTMRobotError
-from mtm_robot.serving.client import NodeClient, NodeTimeoutError
+from mtm_robot_client import NodeClient, NodeTimeoutError
 
 log = logging.getLogger(__name__)
 SERVE_SCRIPT = Path(__file__).resolve().parents[2] / "launch" / "serve.py"

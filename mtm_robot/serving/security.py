@@ -1,4 +1,5 @@
-"""CurveZMQ keys and the loopback rule. pyzmq only (the light client imports this).
+"""CurveZMQ on the node side and the loopback rule (pyzmq only). The client side (key files,
+``CurveClient``) is :mod:`mtm_robot_client.curve`.
 
 A node bound to anything but loopback must use CurveZMQ: it holds a secret key, and only
 clients whose public keys sit in an allow-list directory may connect (``zmq.auth``'s
@@ -19,6 +20,16 @@ import zmq.auth
 from zmq.auth.thread import ThreadAuthenticator
 
 from mtm_robot.errors import ConfigError
+from mtm_robot_client.curve import CurveClient, load_keypair, load_public_key
+
+__all__ = [
+    "CurveClient",
+    "CurveServer",
+    "generate_keypair",
+    "is_loopback",
+    "load_keypair",
+    "load_public_key",
+]
 
 log = logging.getLogger(__name__)
 
@@ -48,25 +59,6 @@ def generate_keypair(directory: str | Path, name: str) -> tuple[Path, Path]:
     return Path(public), Path(secret)
 
 
-def load_keypair(secret_file: str | Path) -> tuple[bytes, bytes]:
-    """(public, secret) from a ``.key_secret`` certificate file."""
-    path = Path(secret_file)
-    if not path.is_file():
-        raise ConfigError(f"curve key file {path} does not exist")
-    public, secret = zmq.auth.load_certificate(str(path))
-    if secret is None:
-        raise ConfigError(f"{path} holds no secret key (pass the .key_secret file)")
-    return public, secret
-
-
-def load_public_key(public_file: str | Path) -> bytes:
-    path = Path(public_file)
-    if not path.is_file():
-        raise ConfigError(f"curve key file {path} does not exist")
-    public, _ = zmq.auth.load_certificate(str(path))
-    return public
-
-
 @dataclass
 class CurveServer:
     """Node side: its secret key file and the directory of allowed client public keys."""
@@ -91,17 +83,3 @@ class CurveServer:
         socket.curve_publickey = public
         socket.curve_server = True
         return auth
-
-
-@dataclass
-class CurveClient:
-    """Client side: its own secret key file and the node's public key file."""
-
-    secret_file: str
-    server_public_file: str
-
-    def apply(self, socket: zmq.Socket) -> None:
-        public, secret = load_keypair(self.secret_file)
-        socket.curve_publickey = public
-        socket.curve_secretkey = secret
-        socket.curve_serverkey = load_public_key(self.server_public_file)

@@ -13,7 +13,7 @@ Threads:
   the engine; jobs already queued are answered by whichever engine runs their batch, and every
   reply names that engine's model id.
 
-The wire format is in :mod:`mtm_robot.serving.protocol` and ``docs/protocol.md``.
+The wire format is in :mod:`mtm_robot_client.protocol` and ``docs/protocol.md``.
 """
 
 from __future__ import annotations
@@ -29,7 +29,6 @@ from typing import Any
 import zmq
 
 from mtm_robot.errors import ConfigError
-from mtm_robot.serving import protocol as wire
 from mtm_robot.serving.backends import BackendConfig, Engine, load_engine, warm_up
 from mtm_robot.serving.batcher import Batcher, Job, Outcome
 from mtm_robot.serving.contexts import context_from_message, deadline_ms, prediction_arrays
@@ -41,6 +40,7 @@ from mtm_robot.serving.reload_policy import (
 from mtm_robot.serving.security import CurveServer, is_loopback
 from mtm_robot.serving.stats import ServingStats
 from mtm_robot.training.checkpoint import read_metadata, resolve_checkpoint_path
+from mtm_robot_client import protocol as wire
 
 log = logging.getLogger(__name__)
 

@@ -5,7 +5,7 @@ A demonstrator (a robot stack, motion capture, a simulator) PUSHes one message p
 recorder, with no ``actions`` array. PUSH/PULL rather than PUB/SUB: a PUSH socket never drops a
 message (it waits at its high-water mark), and there is no slow-joiner loss at the start.
 
-Messages use the node's codec (:mod:`mtm_robot.serving.protocol`): frame 0 a UTF-8 JSON header,
+Messages use the node's codec (:mod:`mtm_robot_client.protocol`): frame 0 a UTF-8 JSON header,
 then one raw little-endian frame per array; no envelope and no empty delimiter (PUSH/PULL carry
 no routing frames). Two types (full contract in ``docs/protocol.md``, section 11):
 
@@ -34,9 +34,9 @@ import numpy as np
 import zmq
 
 from mtm_robot.errors import ConfigError
-from mtm_robot.serving import protocol
-from mtm_robot.serving.protocol import ProtocolError
 from mtm_robot.serving.security import is_loopback
+from mtm_robot_client import protocol
+from mtm_robot_client.errors import ProtocolError
 
 log = logging.getLogger(__name__)
 

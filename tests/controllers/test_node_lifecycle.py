@@ -19,7 +19,7 @@ from controllers.loop import Controller, ControllerConfig
 from controllers.report import write_run_dir
 from controllers.session import SessionConfig, run_session
 from controllers.timing import SimulatedClock
-from mtm_robot.serving.client import NodeClient
+from mtm_robot_client import NodeClient
 
 from .test_loop import ScriptedPolicy, ToyEnv
 from .test_sim_control import _checkpoint

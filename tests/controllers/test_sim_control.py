@@ -18,9 +18,9 @@ from mtm_robot.data.episodes import Episode, load_episode, save_episode
 from mtm_robot.data.normalize import Normalizer
 from mtm_robot.errors import MTMRobotError, SpecMismatchError
 from mtm_robot.model.mtm import MTM, DataSpec, ModelConfig
-from mtm_robot.serving.client import NodeClient
 from mtm_robot.serving.process import NodeProcess, free_loopback_port
 from mtm_robot.training.checkpoint import save_checkpoint
+from mtm_robot_client import NodeClient
 from sim import registry
 
 ROOT = Path(__file__).resolve().parents[2]

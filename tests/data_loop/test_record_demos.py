@@ -18,7 +18,6 @@ import pytest
 
 from controllers.recorder import EpisodeRecorder, RecorderConfig, recover_partial
 from mtm_robot.data.episodes import episode_paths, load_episode
-from mtm_robot.serving import protocol
 from mtm_robot.serving.process import free_loopback_port
 from mtm_robot.serving.state_stream import (
     StatePublisher,
@@ -26,6 +25,7 @@ from mtm_robot.serving.state_stream import (
     StreamRecording,
     record_stream,
 )
+from mtm_robot_client import protocol
 
 ROOT = Path(__file__).resolve().parents[2]
 DIM = 24  # walker-walk

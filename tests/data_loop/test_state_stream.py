@@ -8,7 +8,6 @@ from typing import Any
 import numpy as np
 import pytest
 
-from mtm_robot.serving import protocol
 from mtm_robot.serving.state_stream import (
     StateStep,
     StreamEnd,
@@ -18,6 +17,7 @@ from mtm_robot.serving.state_stream import (
     encode_state,
     parse,
 )
+from mtm_robot_client import protocol
 
 DIM = 3
 

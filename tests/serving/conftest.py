@@ -15,9 +15,9 @@ from mtm_robot.data.normalize import Normalizer
 from mtm_robot.inference import Context, Predictor, torch_forward
 from mtm_robot.model.mtm import MTM, DataSpec, ModelConfig
 from mtm_robot.serving.backends import BackendConfig
-from mtm_robot.serving.client import NodeClient
 from mtm_robot.serving.server import InferenceNode, ServeConfig
 from mtm_robot.training.checkpoint import load_checkpoint, save_checkpoint
+from mtm_robot_client import NodeClient
 
 SPEC = DataSpec({"states": 5, "actions": 2, "returns": 1}, segment_length=4)
 LOOPBACK = "tcp://127.0.0.1:*"

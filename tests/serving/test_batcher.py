@@ -8,9 +8,9 @@ import numpy as np
 
 from mtm_robot.errors import SpecMismatchError
 from mtm_robot.inference import Context, Prediction
-from mtm_robot.serving import protocol as wire
 from mtm_robot.serving.batcher import Batcher, Job, Outcome
 from mtm_robot.serving.stats import ServingStats
+from mtm_robot_client import protocol as wire
 
 from .conftest import wait_for
 

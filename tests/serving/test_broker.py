@@ -55,8 +55,8 @@ def test_broker_frontend_must_be_loopback_unless_insecure():
 
 
 def test_curve_end_to_end_through_a_broker(start_node, zmq_context, tmp_path):
-    from mtm_robot.serving.client import NodeClient, NodeTimeoutError
-    from mtm_robot.serving.security import CurveClient, CurveServer, generate_keypair
+    from mtm_robot.serving.security import CurveServer, generate_keypair
+    from mtm_robot_client import CurveClient, NodeClient, NodeTimeoutError
 
     _, node_secret = generate_keypair(tmp_path / "node", "node")
     broker_public, broker_secret = generate_keypair(tmp_path / "broker-as-client", "broker")

@@ -8,9 +8,9 @@ import numpy as np
 import pytest
 import zmq
 
-from mtm_robot.serving import protocol as wire
-from mtm_robot.serving.client import NodeClient, NodeTimeoutError
-from mtm_robot.serving.security import CurveClient, generate_keypair
+from mtm_robot.serving.security import generate_keypair
+from mtm_robot_client import CurveClient, NodeClient, NodeTimeoutError
+from mtm_robot_client import protocol as wire
 
 from .conftest import LOOPBACK, direct_predictor, random_context
 from .test_server import GatedForward, _submit
@@ -20,7 +20,7 @@ def test_client_imports_neither_torch_nor_the_model():
     code = textwrap.dedent(
         """
         import sys
-        import mtm_robot.serving.client
+        import mtm_robot_client
         heavy = [m for m in sys.modules
                  if m.split(".")[0] in ("torch", "onnxruntime", "onnx")
                  or m.startswith(("mtm_robot.model", "mtm_robot.inference"))]
@@ -135,3 +135,27 @@ def test_default_bind_is_loopback():
     assert is_loopback(ServeConfig().bind)
     assert is_loopback("tcp://[::1]:5") and is_loopback("ipc:///tmp/x") and is_loopback(LOOPBACK)
     assert not is_loopback("tcp://0.0.0.0:5") and not is_loopback("tcp://eth0:5")
+
+
+def test_error_replies_raise_the_exception_of_their_code_and_poll_never_raises(start_node, connect):
+    import mtm_robot_client as mc
+
+    client = connect(start_node().endpoint)
+    state = np.zeros(5, np.float32)
+    cases = [
+        (mc.BadShape, lambda: client.act("behavior_cloning", np.ones(3, np.float32))),
+        (mc.NotFinite, lambda: client.act("behavior_cloning", np.full(5, np.nan, np.float32))),
+        (mc.OutOfRange, lambda: client.act("behavior_cloning", np.full(5, 1e30, np.float32))),
+        (mc.BadRequest, lambda: client.act("no_such_mode", state)),
+        (mc.Expired, lambda: client.act("behavior_cloning", state, deadline_ms=0)),
+        (mc.Forbidden, lambda: client.reload()),  # remote reload is off by default
+    ]
+    for cls, call in cases:
+        with pytest.raises(cls) as info:
+            call()
+        assert info.value.code == cls.code and info.value.reply.request_id is not None
+    # the controller's path: submit/poll hand the error reply back, never raise
+    rid = client.submit("behavior_cloning", np.ones(3, np.float32))
+    reply = client.poll(rid, 3000)
+    assert reply is not None and not reply.ok and reply.error_code == wire.BAD_SHAPE
+    assert client.act("behavior_cloning", state).ok  # and the node keeps serving

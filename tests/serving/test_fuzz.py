@@ -23,7 +23,7 @@ import zmq
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from mtm_robot.serving import protocol as wire
+from mtm_robot_client import protocol as wire
 
 SCHEMA = wire.load_schema()
 REPLY_VALIDATOR = jsonschema.Draft202012Validator({**SCHEMA, "$ref": "#/$defs/reply"})

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from mtm_robot.serving.client import NodeClient
+from mtm_robot_client import NodeClient
 
 from .conftest import LOOPBACK
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from mtm_robot.model.masks import INFERENCE_MODES
-from mtm_robot.serving import protocol as wire
 from mtm_robot.serving.contexts import context_from_message, deadline_ms
+from mtm_robot_client import protocol as wire
 
 from .conftest import SPEC
 

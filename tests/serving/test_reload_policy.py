@@ -11,10 +11,10 @@ import pytest
 import torch
 
 from mtm_robot.errors import ConfigError
-from mtm_robot.serving.client import NodeError
 from mtm_robot.serving.reload_policy import allowed_reload_path, model_differences
 from mtm_robot.serving.server import ServeConfig
 from mtm_robot.training.checkpoint import load_checkpoint, read_metadata, save_checkpoint
+from mtm_robot_client import NodeError
 
 from .conftest import make_checkpoint, wait_for
 

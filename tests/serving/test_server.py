@@ -12,12 +12,12 @@ from mtm_robot.errors import ConfigError
 from mtm_robot.inference import Predictor, torch_forward
 from mtm_robot.model.masks import INFERENCE_MODES
 from mtm_robot.model.mtm import DataSpec
-from mtm_robot.serving import protocol as wire
 from mtm_robot.serving.backends import Engine
-from mtm_robot.serving.client import NodeError
 from mtm_robot.serving.contexts import context_arrays
 from mtm_robot.serving.server import ServeConfig
 from mtm_robot.training.checkpoint import load_checkpoint
+from mtm_robot_client import NodeError
+from mtm_robot_client import protocol as wire
 
 from .conftest import direct_predictor, make_checkpoint, random_context, wait_for
 

@@ -19,10 +19,10 @@ import zmq
 from mtm_robot.data.normalize import Normalizer
 from mtm_robot.inference import Predictor
 from mtm_robot.model.mtm import MTM, ModelConfig
-from mtm_robot.serving import protocol as wire
 from mtm_robot.serving.backends import BackendConfig, Engine, load_engine
-from mtm_robot.serving.client import NodeError
 from mtm_robot.training.checkpoint import load_checkpoint, save_checkpoint
+from mtm_robot_client import NodeError
+from mtm_robot_client import protocol as wire
 
 from .conftest import SPEC
 

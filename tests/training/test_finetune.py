@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 
 from mtm_robot.data.episodes import episode_file, save_episode
-from mtm_robot.serving.client import NodeClient
 from mtm_robot.serving.process import NodeProcess
 from mtm_robot.training.checkpoint import load_checkpoint
 from mtm_robot.training.train import Trainer
+from mtm_robot_client import NodeClient
 from tests.synthetic import linear_episodes
 from tests.training.test_train import _config
 
