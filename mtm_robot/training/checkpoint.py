@@ -10,11 +10,12 @@ A checkpoint is a directory::
 A checkpoint alone is enough to serve: no dataset is needed. A training run's checkpoints
 (``checkpoints/step_N`` and ``checkpoints/latest``) are each written whole beside their place and
 renamed in (:mod:`mtm_robot.atomic`); :func:`newest_resumable` picks the one a run resumes from.
+Reading and verifying the metadata alone needs no torch: :mod:`mtm_robot.checkpoint_meta`
+(its names are re-exported here).
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -24,24 +25,46 @@ from typing import Any
 
 import torch
 import yaml
-from safetensors import SafetensorError, safe_open
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from mtm_robot import atomic
+from mtm_robot.checkpoint_meta import (
+    DEFAULT_CHECKPOINT,
+    FORMAT_VERSION,
+    METADATA_FILE,
+    TRAINER_FILE,
+    WEIGHTS_FILE,
+    WEIGHTS_HEADER,
+    read_metadata,
+    resolve_checkpoint_path,
+    verify_checkpoint,
+)
+from mtm_robot.checkpoint_meta import check_sha256 as _check_sha256
+from mtm_robot.checkpoint_meta import sha256_file as _sha256
 from mtm_robot.config import from_dict, to_dict
 from mtm_robot.data.normalize import Normalizer
 from mtm_robot.errors import CheckpointError, ConfigError, SpecMismatchError
 from mtm_robot.model.mtm import MTM, DataSpec, ModelConfig
 
 log = logging.getLogger(__name__)
-FORMAT_VERSION = 1
-METADATA_FILE = "checkpoint.yaml"
-WEIGHTS_FILE = "model.safetensors"
-TRAINER_FILE = "trainer.safetensors"
-#: The weights file's header: key -> the model attribute it records (as JSON).
-_HEADER = {"data_spec": "spec", "model_config": "config"}
-#: The walker-walk model that ships inside the package.
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent.parent / "checkpoints" / "walker-walk"
+__all__ = [
+    "DEFAULT_CHECKPOINT",
+    "FORMAT_VERSION",
+    "METADATA_FILE",
+    "TRAINER_FILE",
+    "WEIGHTS_FILE",
+    "Checkpoint",
+    "check_resumable",
+    "check_spec_matches",
+    "load_checkpoint",
+    "load_trainer_state",
+    "newest_resumable",
+    "read_metadata",
+    "resolve_checkpoint_path",
+    "save_checkpoint",
+    "verify_checkpoint",
+]
 
 
 @dataclass
@@ -66,14 +89,6 @@ class Checkpoint:
         return str(self.metadata.get("weights_sha256", ""))
 
 
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        for chunk in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
-
-
 def save_checkpoint(
     directory: str | Path,
     model: MTM,
@@ -88,7 +103,9 @@ def save_checkpoint(
     tmp = directory / f".{WEIGHTS_FILE}.tmp"
     # the weights file records the spec and sizes it was trained with (checked at load time:
     # an edited checkpoint.yaml can no longer describe weights it does not fit)
-    header = {key: json.dumps(to_dict(getattr(model, attr))) for key, attr in _HEADER.items()}
+    header = {
+        key: json.dumps(to_dict(getattr(model, attr))) for key, attr in WEIGHTS_HEADER.items()
+    }
     save_file(weights, str(tmp), metadata=header)
     os.replace(tmp, directory / WEIGHTS_FILE)
     if trainer_state is not None:
@@ -109,66 +126,6 @@ def save_checkpoint(
     text = yaml.safe_dump(meta, sort_keys=False, width=120)
     atomic.write_text(directory / METADATA_FILE, text)
     return directory
-
-
-def read_metadata(directory: str | Path) -> dict[str, Any]:
-    directory = Path(directory)
-    path = directory / METADATA_FILE
-    if not path.is_file():
-        raise CheckpointError(f"{directory}: not a checkpoint (no {METADATA_FILE})")
-    try:
-        meta = yaml.safe_load(path.read_text())
-    except (yaml.YAMLError, UnicodeDecodeError) as exc:
-        raise CheckpointError(f"{path}: unreadable YAML ({exc})") from exc
-    if not isinstance(meta, dict):
-        raise CheckpointError(f"{path}: expected a mapping")
-    version = meta.get("format_version")
-    if version != FORMAT_VERSION:
-        raise CheckpointError(f"{path}: format_version {version!r}, expected {FORMAT_VERSION}")
-    return meta
-
-
-def resolve_checkpoint_path(path: str | Path) -> Path:
-    """``default`` -> the shipped walker-walk checkpoint; otherwise the given directory."""
-    return DEFAULT_CHECKPOINT if str(path) == "default" else Path(path)
-
-
-def verify_checkpoint(path: str | Path) -> dict[str, Any]:
-    """The metadata of a checkpoint whose weights are complete (sha256 as recorded) and are
-    the ones its metadata describes (data spec and model sizes as the weights file records
-    them), without building the model; :class:`CheckpointError` saying what is wrong."""
-    directory = resolve_checkpoint_path(path)
-    meta = read_metadata(directory)
-    _check_sha256(directory / WEIGHTS_FILE, meta.get("weights_sha256"))
-    _check_weights_header(directory / WEIGHTS_FILE, meta)
-    return meta
-
-
-def _check_weights_header(path: Path, meta: dict[str, Any]) -> None:
-    try:
-        with safe_open(str(path), framework="pt") as handle:
-            header = handle.metadata() or {}
-    except (SafetensorError, OSError) as exc:
-        raise CheckpointError(f"{path}: unreadable safetensors file ({exc})") from exc
-    for key in _HEADER:
-        if key not in header:  # written before the weights carried it
-            continue
-        trained = json.loads(header[key])
-        described = meta.get(key)
-        if not isinstance(described, dict):
-            raise CheckpointError(f"{path.parent}: {METADATA_FILE} has no {key}")
-        differ = [
-            f"{name} {described.get(name)!r} in {METADATA_FILE} but {value!r} in the weights"
-            for name, value in trained.items()
-            if described.get(name) != value
-            or (isinstance(value, dict) and list(described.get(name, {})) != list(value))
-        ]
-        if differ:
-            raise CheckpointError(
-                f"{path.parent}: the weights do not fit {METADATA_FILE} ({key}: "
-                f"{'; '.join(differ)}); restore the checkpoint's own {METADATA_FILE} or "
-                "retrain with the settings you want"
-            )
 
 
 def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Checkpoint:
@@ -193,17 +150,6 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> Che
         raise CheckpointError(f"{weights_path}: weights do not fit the config ({exc})") from exc
     model.to(device).eval()
     return Checkpoint(model, normalizer, meta, directory)
-
-
-def _check_sha256(path: Path, expected: object) -> None:
-    if not path.is_file():
-        raise CheckpointError(f"{path.parent}: missing {path.name}")
-    actual = _sha256(path)
-    if actual != expected:
-        raise CheckpointError(
-            f"{path}: sha256 {actual[:12]} does not match the metadata "
-            f"({str(expected)[:12]}): truncated or tampered file"
-        )
 
 
 def check_resumable(directory: str | Path) -> dict[str, Any]:
