@@ -6,6 +6,8 @@ training or data collection (``controllers.session.EVALUATION_SEED_BASE`` + i):
   demonstration itself comes from a collection seed, see docs/datasets.md).
 
 Baseline in the same run: the data-generating expert on the same seeds (the score scale's 100).
+Every policy is scored by the one closed-loop evaluator (``sim.evaluation``), whose episodes
+are a lockstep ``sim_control`` session's (same history, bounds, reference tracking).
 
   python bench/control_quality.py --checkpoint default \
       --reference data/walker/demo/episode_000000.npz
@@ -16,7 +18,6 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -25,51 +26,49 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 from bench.report import hardware, write_section
-from controllers.session import EVALUATION_SEED_BASE, SessionConfig, run_session
-from sim import registry
+from controllers.loop import ControllerConfig
+from controllers.reference import ReferenceTrajectory
+from controllers.session import EVALUATION_SEED_BASE
+from mtm_robot.evaluation import MTMPolicy
+from sim.evaluation import StatePolicy, evaluate
 
 
-def expert_scores(task: str, episodes: int, seed: int) -> np.ndarray:
+def expert_scores(task: str, episodes: int, seed: int, max_steps: int = 0) -> np.ndarray:
+    """Normalised scores of the task's shipped data-generating expert."""
     from sim.experts.policy import ExpertPolicy, shipped_expert
 
-    policy = ExpertPolicy.load(shipped_expert(task))
-    env = registry.make(task)
-    scores = []
-    try:
-        for i in range(episodes):
-            obs, _ = env.reset(seed=seed + i)
-            total, done = 0.0, False
-            while not done:
-                obs, reward, terminated, truncated, _ = env.step(policy.act(obs))
-                total += reward
-                done = terminated or truncated
-            scores.append(registry.normalized_score(task, total))
-    finally:
-        env.close()
-    return np.asarray(scores)
+    policy = StatePolicy(ExpertPolicy.load(shipped_expert(task)).act)
+    return evaluate(policy, task, [seed + i for i in range(episodes)], max_steps).scores
 
 
-def session_scores(
+def mtm_scores(
     checkpoint: str,
     mode: str,
+    task: str,
     episodes: int,
     seed: int,
     reference: str,
-    run_dir: Path,
     target_fraction: float,
-) -> tuple[np.ndarray, dict[str, object]]:
-    config = SessionConfig(
-        task="walker",
-        checkpoint=checkpoint,
-        episodes=episodes,
-        seed=seed,
-        reference=reference,
-        target_fraction=target_fraction,
+    max_steps: int = 0,
+) -> tuple[np.ndarray, str]:
+    """Normalised scores and model id of a checkpoint in one mode, in lockstep episodes;
+    ``inverse_dynamics`` tracks ``reference`` with the controller's defaults."""
+    control = ControllerConfig(mode=mode)
+    future_states = None
+    if mode == "inverse_dynamics":
+        references: dict[int, ReferenceTrajectory] = {}
+
+        def future_states(episode: int, step: int, state: np.ndarray) -> np.ndarray:
+            if episode not in references:  # one tracker per episode, as reset per episode
+                references[episode] = ReferenceTrajectory.from_file(reference)
+            return references[episode].desired(step, state, control.future_states)
+
+    policy = MTMPolicy.from_checkpoint(
+        checkpoint, mode, target_fraction, future_states=future_states
     )
-    config.controller.mode = mode
-    config.controller.realtime = False
-    result = run_session(config, run_dir, progress=True)
-    return np.array([s["normalized_score"] for s in result.summaries]), result.model
+    policy.history = control.history
+    result = evaluate(policy, task, [seed + i for i in range(episodes)], max_steps)
+    return result.scores, policy.model_id
 
 
 def main() -> None:
@@ -81,26 +80,28 @@ def main() -> None:
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--seed", type=int, default=EVALUATION_SEED_BASE)
     parser.add_argument("--target-fraction", type=float, default=1.0)
+    parser.add_argument(
+        "--max-steps", type=int, default=0, help="cut each episode here (0: the whole episode)"
+    )
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
-    tmp = Path(tempfile.mkdtemp())
-    expert = expert_scores("walker", args.episodes, args.seed)
+    expert = expert_scores("walker", args.episodes, args.seed, args.max_steps)
     print(f"expert: {expert.mean():.1f} ± {expert.std():.1f}", flush=True)
     rows = []
-    model: dict[str, object] = {}
     for mode in ("return_conditioned", "inverse_dynamics"):
-        scores, model = session_scores(
+        scores, model_id = mtm_scores(
             args.checkpoint,
             mode,
+            "walker",
             args.episodes,
             args.seed,
             args.reference,
-            tmp / mode,
             args.target_fraction,
+            args.max_steps,
         )
         print(f"{mode}: {scores.mean():.1f} ± {scores.std():.1f}", flush=True)
         rows.append(
-            f"| MTM `{model.get('model_id')}`, {mode} | {scores.mean():.1f} ± "
+            f"| MTM `{model_id}`, {mode} | {scores.mean():.1f} ± "
             f"{scores.std():.1f} | {scores.min():.1f} |"
         )
     seeds = f"{args.seed}..{args.seed + args.episodes - 1}"

@@ -17,7 +17,7 @@ state and is dropped (walker-walk never terminates, so nothing is ever a termina
 
 Every ``--eval-every`` gradient steps (and at ``--early-evals`` halvings of the first interval)
 the deterministic actor (actions clipped to the bounds) runs ``--eval-episodes`` walker-walk
-episodes in parallel through ``bench.rollouts.evaluate_batched`` (reset seeds
+episodes in parallel through ``sim.evaluation.evaluate`` (reset seeds
 ``controllers.session.EVALUATION_SEED_BASE + i``, never used for data); the score is the
 normalised score ``100 * (R - random) / (expert - random)``. ``OUT/results.json`` is rewritten
 after every evaluation; at the end ``OUT/representation_curves.png`` and the ``representation``
@@ -47,7 +47,7 @@ import shlex
 import shutil
 import sys
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -62,10 +62,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from bench.report import FIGURES, cell, hardware, write_section
-from bench.rollouts import evaluate_batched
 from controllers.session import EVALUATION_SEED_BASE
 from mtm_robot.data.episodes import Episode, load_episodes
 from mtm_robot.training.checkpoint import DEFAULT_CHECKPOINT, Checkpoint, load_checkpoint
+from sim.evaluation import evaluate as evaluate_policy
 
 TASK = "walker-walk"
 ARMS = ("raw", "mtm-frozen")
@@ -226,7 +226,7 @@ class TD3BC:
 # -- evaluation ---------------------------------------------------------------------------------
 @dataclass
 class ActorPolicy:
-    """The deterministic actor on an arm's features, as a ``bench.rollouts.BatchPolicy``."""
+    """The deterministic actor on an arm's features, as a ``sim.evaluation.BatchPolicy``."""
 
     agent: TD3BC
     features: FeatureFn
@@ -234,9 +234,11 @@ class ActorPolicy:
 
     def act(
         self,
+        episodes: Sequence[int],
+        step: int,
         states: np.ndarray,  # (B, ds) raw observations
-        history_states: list[np.ndarray],
-        history_actions: list[np.ndarray],
+        history_states: Sequence[np.ndarray],
+        history_actions: Sequence[np.ndarray],
     ) -> np.ndarray:  # (B, da)
         return self.agent.act(self.features(states))
 
@@ -245,7 +247,7 @@ def evaluate(policy: ActorPolicy, episodes: int, max_episode_steps: int = 0) -> 
     """Normalised scores of ``episodes`` walker-walk episodes stepped in parallel (episode i
     resets with ``EVALUATION_SEED_BASE + i``; actions clipped to the bounds)."""
     seeds = [EVALUATION_SEED_BASE + i for i in range(episodes)]
-    return evaluate_batched(policy, TASK, seeds, max_episode_steps).scores
+    return evaluate_policy(policy, TASK, seeds, max_episode_steps).scores
 
 
 # -- one arm, one seed --------------------------------------------------------------------------

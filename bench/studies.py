@@ -17,7 +17,7 @@ Run through ``bench/run_all.py``; one job is ``python -m bench.studies --budget 
 --job NAME --stage train|evaluate``. Training writes ``DIR/jobs/NAME/`` (checkpoint, metrics,
 ``train.json``); evaluation adds ``eval.json``: one episode per evaluation seed
 (``controllers.session.EVALUATION_SEED_BASE + i``, never used for data), all stepped in
-parallel (``bench.rollouts``).
+parallel (``sim.evaluation``).
 """
 
 from __future__ import annotations
@@ -330,11 +330,12 @@ def evaluation_seeds(budget: Budget) -> list[int]:
 
 
 def evaluate_job(job: Job, args: argparse.Namespace, plan_: Plan) -> dict[str, Any]:
-    from bench.rollouts import BaselinePolicy, BatchPolicy, MTMPolicy, evaluate_batched
-    from controllers.session import SessionConfig, resolve_target
+    from mtm_robot.evaluation import BaselinePolicy, MTMPolicy
     from mtm_robot.inference import Predictor
+    from mtm_robot.return_target import default_return_target
     from mtm_robot.training.baselines import load_baseline
     from mtm_robot.training.checkpoint import load_checkpoint
+    from sim.evaluation import BatchPolicy, evaluate
 
     torch.set_num_threads(max(1, args.threads))
     out = args.out / "jobs" / job.name
@@ -343,16 +344,16 @@ def evaluate_job(job: Job, args: argparse.Namespace, plan_: Plan) -> dict[str, A
     if job.kind == "mtm":
         checkpoint = load_checkpoint(out / "checkpoints" / "latest")
         predictor = Predictor.from_model(checkpoint.model, checkpoint.normalizer)
-        target = resolve_target(SessionConfig(), checkpoint.metadata)
+        target = default_return_target(checkpoint.metadata)
         for mode in plan_.modes(job):
             policies[mode] = MTMPolicy(predictor, mode, target)
     elif job.kind in ("behavior_cloning", "return_conditioned"):
         baseline = load_baseline(out)
-        target = resolve_target(SessionConfig(), baseline.metadata)
+        target = default_return_target(baseline.metadata)
         policies[job.kind] = BaselinePolicy(baseline, target)
     result: dict[str, Any] = {"name": job.name, "seeds": seeds, "scores": {}, "returns": {}}
     for mode, policy in policies.items():
-        r = evaluate_batched(policy, TASK, seeds, max_steps=args.max_steps)
+        r = evaluate(policy, TASK, seeds, max_steps=args.max_steps)
         result["scores"][mode] = r.scores.tolist()
         result["returns"][mode] = r.returns.tolist()
         print(f"{job.name} {mode}: {r.scores.mean():.1f} ± {r.scores.std():.1f} "

@@ -24,6 +24,7 @@ import os
 import shlex
 import sys
 import time
+from dataclasses import replace
 from pathlib import Path
 
 os.environ.setdefault("MUJOCO_GL", "egl")
@@ -67,17 +68,18 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def evaluate(checkpoint: str, task: str, episodes: int, run_dir: Path) -> dict[str, float]:
-    from controllers.session import SessionConfig, run_session
+def evaluate(checkpoint: str, task: str, episodes: int) -> dict[str, float]:
+    """Mean normalised score per mode, lockstep, on the evaluation seeds (sim.evaluation)."""
+    from controllers.session import EVALUATION_SEED_BASE
+    from mtm_robot.evaluation import MTMPolicy
+    from sim.evaluation import evaluate as evaluate_policy
 
-    scores = {}
-    for mode in ("return_conditioned", "two_stage"):
-        config = SessionConfig(task=task, checkpoint=checkpoint, episodes=episodes)
-        config.controller.mode = mode
-        config.controller.realtime = False
-        result = run_session(config, run_dir / mode, progress=False)
-        scores[mode] = sum(s["normalized_score"] for s in result.summaries) / episodes
-    return scores
+    seeds = [EVALUATION_SEED_BASE + i for i in range(episodes)]
+    policy = MTMPolicy.from_checkpoint(checkpoint, "return_conditioned")
+    return {
+        mode: evaluate_policy(replace(policy, mode=mode), task, seeds).mean_score
+        for mode in ("return_conditioned", "two_stage")
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -122,8 +124,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"  {key}: {value:.5f}")
     task = str(meta.get("task") or config.task)
     if args.eval_episodes and task:
-        before = evaluate(str(source), task, args.eval_episodes, args.out / "eval_before")
-        after = evaluate(str(latest), task, args.eval_episodes, args.out / "eval_after")
+        before = evaluate(str(source), task, args.eval_episodes)
+        after = evaluate(str(latest), task, args.eval_episodes)
         for mode in before:
             print(
                 f"  {mode}: normalised score {before[mode]:.1f} -> {after[mode]:.1f} "

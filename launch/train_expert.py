@@ -34,16 +34,16 @@ from pathlib import Path
 from mtm_robot.cli import check_output_dir, run
 from mtm_robot.config import load_config, save_config
 from mtm_robot.hardware import describe
+from sim.evaluation import StatePolicy, evaluate
 from sim.experts.policy import ExpertPolicy
 from sim.experts.trainer import (
     TEST_SEED_BASE,
     VALIDATION_SEED_BASE,
     TrainConfig,
     Trainer,
-    evaluate,
     seconds_to_hms,
 )
-from sim.registry import make, normalized_score, task_spec
+from sim.registry import normalized_score, task_spec
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -90,11 +90,10 @@ def evaluate_actor(path: Path, episodes: int, first_seed: int = TEST_SEED_BASE) 
     policy = ExpertPolicy.load(path)
     task = policy.meta["task"]
     seeds = [first_seed + i for i in range(episodes)]
-    with make(task) as env:
-        returns = evaluate(env, policy.act, seeds)
+    evaluation = evaluate(StatePolicy(policy.act), task, seeds)
     result = {
-        "return_mean": float(returns.mean()),
-        "return_std": float(returns.std()),
+        "return_mean": float(evaluation.returns.mean()),
+        "return_std": float(evaluation.returns.std()),
         "episodes": episodes,
         "first_seed": first_seed,
     }

@@ -28,7 +28,6 @@ import os
 import shutil
 import signal
 import time
-from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +37,7 @@ import torch
 from safetensors.torch import load_file as load_tensors
 from safetensors.torch import save_file as save_tensors
 
-from sim.env import SimEnv
+from sim.evaluation import StatePolicy, evaluate
 from sim.experts.policy import save_actor
 from sim.experts.sac import ReplayBuffer, SACAgent, SACConfig
 from sim.registry import make, normalized_score, resolve, task_spec
@@ -89,23 +88,6 @@ class TrainConfig:
             raise ValueError(f"seed_steps must be >= 0, got {self.seed_steps}")
 
 
-def evaluate(
-    env: SimEnv,
-    act: Callable[[np.ndarray], np.ndarray],
-    seeds: list[int],
-) -> np.ndarray:
-    """Undiscounted returns of one episode per seed with the policy ``act``."""
-    returns = np.zeros(len(seeds))
-    for i, seed in enumerate(seeds):
-        obs, _ = env.reset(seed=seed)
-        done = False
-        while not done:
-            obs, reward, terminated, truncated, _ = env.step(act(obs))
-            returns[i] += reward
-            done = terminated or truncated
-    return returns
-
-
 def _atomic_write_text(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
     with open(tmp, "w") as handle:
@@ -125,7 +107,6 @@ class Trainer:
         torch.set_num_threads(config.threads)
         torch.manual_seed(config.seed)
         self.env = make(config.task)
-        self.eval_env = make(config.task)
         env = self.env
         self.agent = SACAgent(
             env.observation_dim, env.action_dim, env.action_low, env.action_high, config.sac
@@ -247,7 +228,8 @@ class Trainer:
     # -- the loop -----------------------------------------------------------------------
     def run_eval(self) -> dict[str, Any]:
         seeds = [EVAL_SEED_BASE + i for i in range(self.config.eval_episodes)]
-        returns = evaluate(self.eval_env, lambda o: self.agent.act(o, deterministic=True), seeds)
+        actor = StatePolicy(lambda o: self.agent.act(o, deterministic=True))
+        returns = evaluate(actor, self.config.task, seeds).returns
         record: dict[str, Any] = {
             "kind": "eval",
             "step": self.step,
@@ -330,7 +312,6 @@ class Trainer:
 
     def close(self) -> None:
         self.env.close()
-        self.eval_env.close()
 
 
 def seconds_to_hms(seconds: float) -> str:

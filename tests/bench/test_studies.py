@@ -1,5 +1,5 @@
 """The evaluation report's job grid (bench/studies.py), its runner (bench/run_all.py), MLP
-baselines as policies (bench/rollouts.py) and the tables (bench/study_tables.py)."""
+baselines as policies (mtm_robot/evaluation.py) and the tables (bench/study_tables.py)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ import pytest
 import torch
 
 from bench import studies, study_tables
-from bench.rollouts import BaselinePolicy, evaluate_batched
 from mtm_robot.data.episodes import Episode, episode_file, save_episode
+from mtm_robot.evaluation import BaselinePolicy
 from mtm_robot.training.baselines import BaselineConfig, load_baseline, train_baseline
 from sim import registry
 from sim.datasets import rollout
+from sim.evaluation import evaluate
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -117,7 +118,7 @@ def test_a_loaded_baseline_predicts_what_it_trained_and_drives_a_batched_rollout
     with pytest.raises(ValueError, match="needs a return target"):
         BaselinePolicy(baseline)
     policy = BaselinePolicy(baseline, return_target=0.5)
-    result = evaluate_batched(policy, "walker-walk", [1, 2], max_steps=15)
+    result = evaluate(policy, "walker-walk", [1, 2], max_steps=15)
     assert result.returns.shape == (2,) and np.isfinite(result.scores).all()
     assert result.returns[0] != result.returns[1]
 

@@ -1,5 +1,6 @@
-"""The heteromodal study's batched evaluation (bench/rollouts.py) against a lockstep session
-through a real node (the same scores the controller would get), and the data-loop script."""
+"""The closed-loop evaluator (sim/evaluation.py, mtm_robot/evaluation.py) against a lockstep
+session through a real node (the same scores the controller would get), and the data-loop
+script."""
 
 from __future__ import annotations
 
@@ -12,16 +13,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from bench.rollouts import MTMPolicy, evaluate_batched
-from controllers.session import EVALUATION_SEED_BASE, SessionConfig, resolve_target, run_session
+from controllers.reference import ReferenceTrajectory
+from controllers.session import EVALUATION_SEED_BASE, SessionConfig, run_session
 from mtm_robot.data.episodes import Episode, episode_paths, load_episode
 from mtm_robot.data.segments import DataConfig
+from mtm_robot.evaluation import MTMPolicy
 from mtm_robot.inference import Predictor
 from mtm_robot.model.mtm import ModelConfig
+from mtm_robot.return_target import default_return_target
 from mtm_robot.training.checkpoint import load_checkpoint
 from mtm_robot.training.train import OptimConfig, TrainConfig, Trainer
 from sim import registry
 from sim.datasets import rollout
+from sim.evaluation import evaluate
+from sim.experts.policy import shipped_expert
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -56,7 +61,7 @@ def _tiny_walker_checkpoint(directory: Path) -> Path:
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-@pytest.mark.parametrize("mode", ["return_conditioned", "two_stage"])
+@pytest.mark.parametrize("mode", ["return_conditioned", "two_stage", "inverse_dynamics"])
 def test_batched_evaluation_matches_a_lockstep_session(tmp_path, mode):
     path = _tiny_walker_checkpoint(tmp_path / "run")
     checkpoint = load_checkpoint(path)
@@ -65,10 +70,17 @@ def test_batched_evaluation_matches_a_lockstep_session(tmp_path, mode):
     session.controller.mode = mode
     session.controller.realtime = False
     session.controller.max_steps = 40
-    target = resolve_target(session, checkpoint.metadata)
+    target = default_return_target(checkpoint.metadata)
     seeds = [EVALUATION_SEED_BASE, EVALUATION_SEED_BASE + 1]
-    policy = MTMPolicy(predictor, mode, target)
-    batched = evaluate_batched(policy, "walker-walk", seeds, max_steps=40)
+    demo = shipped_expert("walker").parent / "demos" / "episode_000000.npz"  # the session's
+    references = [ReferenceTrajectory.from_file(demo) for _ in seeds]
+
+    def future_states(episode: int, step: int, state: np.ndarray) -> np.ndarray:
+        return references[episode].desired(step, state, session.controller.future_states)
+
+    future = future_states if mode == "inverse_dynamics" else None
+    policy = MTMPolicy(predictor, mode, target, future_states=future)
+    batched = evaluate(policy, "walker-walk", seeds, max_steps=40)
     result = run_session(session, tmp_path / "session", progress=False)
     lockstep = np.array([e.episode_return for e in result.episodes])
     assert all(e.ticks == 40 for e in result.episodes)

@@ -10,8 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from sim.evaluation import StatePolicy, evaluate
 from sim.experts.policy import ExpertPolicy, shipped_expert
-from sim.experts.trainer import TEST_SEED_BASE, evaluate
+from sim.experts.trainer import TEST_SEED_BASE
 from sim.registry import make
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -25,8 +26,8 @@ def test_shipped_walker_expert_walks_and_medium_is_weaker() -> None:
     with make("walker") as env:
         assert expert.observation_dim == env.observation_dim
         seeds = [TEST_SEED_BASE, TEST_SEED_BASE + 1]
-        expert_returns = evaluate(env, expert.act, seeds)
-        medium_returns = evaluate(env, medium.act, seeds)
+    expert_returns = evaluate(StatePolicy(expert.act), "walker", seeds).returns
+    medium_returns = evaluate(StatePolicy(medium.act), "walker", seeds).returns
     # shipped numbers: expert 952.7 +- 10.2, medium 580.4 +- 186.5 (20 test seeds)
     assert expert_returns.min() > 900.0, expert_returns
     assert medium_returns.mean() < expert_returns.mean() - 100.0, medium_returns
