@@ -30,7 +30,7 @@ from typing import Any
 
 import numpy as np
 
-from calibration.io_map import IOMap, MappedEnv, describe_env
+from controllers.io_map import IOMap, MappedEnv, describe_env
 from mtm_robot.errors import ConfigError, SpecMismatchError
 from sim import registry
 

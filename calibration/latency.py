@@ -33,6 +33,7 @@ import numpy as np
 
 from controllers.fallback import FallbackConfig
 from controllers.loop import Controller, ControllerConfig
+from controllers.robot import Robot
 from controllers.safety import SafetyLimits
 from controllers.timing import LoopTimer
 from mtm_robot.errors import ConfigError
@@ -123,7 +124,7 @@ class LatencyResult:
 
 
 def _request_fields(
-    env: Any, mode: str, target_return: float | None, seed: int, history: int
+    env: Robot, mode: str, target_return: float | None, seed: int, history: int
 ) -> tuple[np.ndarray, dict[str, Any]]:
     """A state and request fields like the loop's, from a short rollout at neutral."""
     neutral = (np.asarray(env.action_low) + np.asarray(env.action_high)) / 2
@@ -149,15 +150,16 @@ def _ceil_tenth(x: float) -> float:
 
 
 def measure_latency(
-    env: Any,
+    env: Robot,
     client: Any,
     mode: str,
     target_return: float | None,
     config: LatencyConfig | None = None,
     progress: bool = False,
 ) -> LatencyResult:
-    """Measure and recommend; ``env`` is an ``EnvPort`` (a :class:`MappedEnv` for a robot's
-    map), ``client`` a connected ``NodeClient`` of a warm node."""
+    """Measure and recommend; ``env`` is a :class:`~controllers.robot.Robot` (a
+    :class:`~controllers.io_map.MappedEnv` for a robot's map), ``client`` a connected
+    ``NodeClient`` of a warm node."""
     from tqdm import tqdm
 
     c = config or LatencyConfig()
@@ -220,7 +222,7 @@ def measure_latency(
     )
 
 
-def _tick_work_ms(env: Any, c: LatencyConfig, bar: Any) -> np.ndarray:
+def _tick_work_ms(env: Robot, c: LatencyConfig, bar: Any) -> np.ndarray:
     """What the loop does between a reply and the next tick, timed one tick at a time."""
     low, high = np.asarray(env.action_low), np.asarray(env.action_high)
     safety = SafetyLimits(low, high)
@@ -233,7 +235,7 @@ def _tick_work_ms(env: Any, c: LatencyConfig, bar: Any) -> np.ndarray:
         requested = rng.uniform(low, high)
         t0 = time.perf_counter()
         applied = safety.apply(requested, previous, neutral)
-        env.get_physics_state()
+        env.get_physics_state()  # read when a run records (None on a real robot)
         _, _, terminated, truncated, _ = env.step(applied)
         work[i] = (time.perf_counter() - t0) * 1e3
         previous = applied

@@ -26,7 +26,6 @@ from calibration.calibration_file import (
 )
 from calibration.figures import plot_io_check, plot_latency, plot_return_target
 from calibration.io_check import IOCheckConfig, IOCheckResult, check_io_map
-from calibration.io_map import IOMap, describe_env, load_io_map, mapped_env, save_io_map
 from calibration.latency import LatencyConfig, LatencyResult, measure_latency
 from calibration.return_target import (
     ReturnTargetConfig,
@@ -34,6 +33,8 @@ from calibration.return_target import (
     return_range,
     sweep_return_target,
 )
+from controllers.io_map import IOMap, describe_env, load_io_map, mapped_env, save_io_map
+from mtm_robot.checkpoint_meta import verify_checkpoint
 from mtm_robot.config import to_dict
 from mtm_robot.errors import ConfigError, MTMRobotError
 from mtm_robot.serving.client import NodeClient
@@ -108,8 +109,6 @@ def run_calibration(
         raise MTMRobotError(str(exc.args[0])) from exc
     checkpoint_meta = None
     if "io_map" in procedures and not config.server:
-        from mtm_robot.training.checkpoint import verify_checkpoint
-
         checkpoint_meta = verify_checkpoint(config.checkpoint)  # complete, and the weights fit
     out_dir.mkdir(parents=True, exist_ok=True)
     cal = _start_calibration(config, task, out_dir)

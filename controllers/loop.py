@@ -7,7 +7,11 @@ Each tick (realtime mode):
    (return target, desired next states from a reference), its deadline = the tick's budget;
 3. apply the reply if it arrived within the budget, else the fallback ladder
    (:mod:`controllers.fallback`);
-4. clip and rate-limit (:mod:`controllers.safety`), step the environment, record telemetry.
+4. clip and rate-limit (:mod:`controllers.safety`), step the robot, record telemetry.
+
+The robot is any :class:`~controllers.robot.Robot` (a simulator adapter, a real robot's driver,
+a mapped robot): the loop uses only that interface. Its physics state is read only when
+something keeps it (a recorder, or ``keep_physics`` for rendering afterwards).
 
 The reply's predicted next state is compared with the state observed on the next tick: a
 free surprise signal (no extra inference). Lockstep mode runs the same code but waits for every
@@ -32,6 +36,7 @@ import numpy as np
 from controllers.fallback import FallbackConfig, FallbackLadder
 from controllers.recorder import EpisodeRecorder
 from controllers.reference import ReferenceTrajectory
+from controllers.robot import Robot
 from controllers.safety import SafetyLimits
 from controllers.timing import Clock, LoopTimer, MonotonicClock, SimulatedClock
 from mtm_robot.config import at_least, one_of, positive
@@ -75,18 +80,6 @@ class NodeWatch(Protocol):
 
 class NodeLostError(Exception):
     """The watched node is gone for good (its reason is the message)."""
-
-
-class EnvPort(Protocol):
-    action_low: np.ndarray
-    action_high: np.ndarray
-    action_dim: int
-    observation_dim: int
-    control_hz: float
-
-    def reset(self, seed: int | None = None) -> tuple[np.ndarray, dict[str, Any]]: ...
-    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]: ...
-    def get_physics_state(self) -> np.ndarray: ...
 
 
 @dataclass
@@ -162,8 +155,8 @@ class EpisodeResult:
     truncated: bool
     states: np.ndarray
     actions: np.ndarray
-    rewards: np.ndarray
-    physics: np.ndarray
+    rewards: np.ndarray  # nan where the robot gave no reward (then episode_return is nan)
+    physics: np.ndarray | None  # (ticks, physics_dim) when kept and the robot has one
     telemetry: TickLog
     nominal_period_s: float
     ended_by: str = ""  # why the episode stopped before its end ("": it ran to the end)
@@ -199,11 +192,15 @@ def _pct(x: np.ndarray, q: float) -> float:
 
 
 class Controller:
-    """Runs episodes of ``env`` under ``policy`` at a fixed rate."""
+    """Runs episodes of the robot ``env`` under ``policy`` at a fixed rate.
+
+    ``keep_physics``: read the robot's physics state every tick into the result (for rendering
+    a video afterwards); with a ``recorder`` it is read for the recording anyway.
+    """
 
     def __init__(
         self,
-        env: EnvPort,
+        env: Robot,
         policy: PolicyPort,
         config: ControllerConfig,
         reference: ReferenceTrajectory | None = None,
@@ -213,6 +210,7 @@ class Controller:
         state_scale: np.ndarray | None = None,
         recorder: EpisodeRecorder | None = None,
         node: NodeWatch | None = None,
+        keep_physics: bool = False,
     ) -> None:
         self.env = env
         self.node = node
@@ -236,6 +234,7 @@ class Controller:
         self.safe = self.neutral if safe_action is None else np.asarray(safe_action, np.float64)
         self.state_scale = state_scale
         self.recorder = recorder
+        self.keep_physics = keep_physics or recorder is not None
         self.link_errors = 0  # requests that could not be sent (node unreachable)
         self.error_replies = 0  # replies with an error status (expired, bad request, ...)
 
@@ -321,7 +320,7 @@ class Controller:
         if self.recorder is not None:
             self.recorder.begin(
                 {
-                    "task": getattr(self.env, "task", ""),
+                    "task": self.env.task,
                     "source": "controller",
                     "seed": seed,
                     "control_hz": self.rate_hz,
@@ -332,7 +331,8 @@ class Controller:
         hs: deque[np.ndarray] = deque(maxlen=c.history)
         ha: deque[np.ndarray] = deque(maxlen=c.history)
         log_ = TickLog()
-        states, actions, rewards, physics = [], [], [], []
+        states, actions, rewards = [], [], []
+        physics: list[np.ndarray] = []
         last_applied = self.neutral.copy()
         predicted_next: np.ndarray | None = None
         previous_start: float | None = None
@@ -379,14 +379,16 @@ class Controller:
                 requested, level = ladder.on_miss(last_applied)
             applied = safety.apply(requested, last_applied, self.neutral)
             states.append(state)
-            physics.append(self.env.get_physics_state())
+            snapshot = self.env.get_physics_state() if self.keep_physics else None
+            if snapshot is not None:
+                physics.append(snapshot)
             next_state, reward, terminated, truncated, _ = self.env.step(applied)
             if self.recorder is not None:
                 self.recorder.record(
                     state,
                     applied,
-                    reward,
-                    physics[-1],
+                    reward,  # None (a robot without a reward): the episode stores no rewards
+                    snapshot,
                     tick.started_s,
                     latency_s=latency,
                     level=level,
@@ -395,7 +397,7 @@ class Controller:
                     surprise=surprise,
                 )
             actions.append(applied)
-            rewards.append(reward)
+            rewards.append(float("nan") if reward is None else float(reward))
             hs.append(state)
             ha.append(applied)
             log_.t_s.append(tick.started_s)
@@ -410,7 +412,7 @@ class Controller:
             log_.requested.append(np.asarray(requested, np.float64))
             log_.applied.append(applied)
             log_.surprise.append(surprise)
-            log_.reward.append(float(reward))
+            log_.reward.append(rewards[-1])
             log_.skipped.append(tick.skipped)
             log_.node_down.append(node_down)
             if not c.realtime:
@@ -436,7 +438,7 @@ class Controller:
             np.asarray(states),
             np.asarray(actions),
             np.asarray(rewards),
-            np.asarray(physics),
+            np.asarray(physics) if physics and len(physics) == step else None,
             log_,
             period,
             ended_by,

@@ -1,8 +1,12 @@
-"""A sim-control session: simulator + controller in this process, the model in a node process.
+"""A control session: robot + controller in this process, the model in a node process.
 
 What ``python launch/sim_control.py`` runs. It starts (or connects to) an inference node,
-checks that the served model fits the task before the loop starts, runs the episodes,
+checks that the served model fits the robot before the loop starts, runs the episodes,
 records them, and writes the run directory (see :mod:`controllers.report`).
+
+The robot is the registered simulator task ``config.task`` (built through ``sim.registry``,
+imported only then), or any :class:`~controllers.robot.Robot` the caller passes in: a real
+robot's driver runs the same session without MuJoCo installed.
 """
 
 from __future__ import annotations
@@ -16,22 +20,21 @@ from typing import Any
 
 import numpy as np
 
-from calibration.io_map import MappedEnv, load_io_map, mapped_env
+from controllers.io_map import MappedEnv, load_io_map, mapped_env
 from controllers.loop import Controller, ControllerConfig, EpisodeResult
 from controllers.recorder import EpisodeRecorder
 from controllers.reference import ReferenceTrajectory
+from controllers.robot import Robot
 from controllers.timing import set_realtime_priority
 from mtm_robot.config import at_least, one_of, positive
 from mtm_robot.errors import MTMRobotError, SpecMismatchError
 from mtm_robot.return_target import default_return_target
 from mtm_robot.serving.client import NodeClient
 from mtm_robot.serving.process import NodeProcess, NodeSupervisor, open_node
-from sim import registry
 
 log = logging.getLogger(__name__)
 #: Reset seeds of sim_control evaluation episodes (see docs/datasets.md for the other ranges).
 EVALUATION_SEED_BASE = 40_000_000
-SHIPPED_DEMOS = Path(str(resources.files("sim.experts")))
 
 
 @dataclass
@@ -46,7 +49,8 @@ class SessionConfig:
     reference: str = ""  # episode .npz whose states inverse_dynamics tracks ("": the task's
     # shipped action-free demonstration, sim/experts/<task>/demos/episode_000000.npz)
     reference_indexing: str = "nearest"
-    io_map: str = ""  # I/O map YAML between the task's raw I/O and the model (calibration/)
+    io_map: str = ""  # I/O map YAML between the robot's raw I/O and the model
+    # (controllers/io_map.py; launch/calibrate.py checks and writes one)
     record: str = ""  # episode-store directory for the recorded episodes
     node_args: list[str] = field(default_factory=list)  # extra launch/serve.py arguments
     node_ready_timeout_s: float = 180.0
@@ -92,38 +96,92 @@ def check_model_fits_task(
         )
 
 
-def run_session(config: SessionConfig, run_dir: Path, progress: bool = True) -> SessionResult:
-    """Run the episodes; raises a clear error for anything wrong before the loop starts."""
-    c = config
-    env: Any
+def make_task(task: str) -> Robot:
+    """The registered simulator task ``task`` (``sim`` is imported here, not before)."""
+    from sim import registry
+
     try:
-        env = registry.make(c.task)
+        return registry.make(task)
     except KeyError as exc:  # an unknown task: the message lists the known ones
         raise MTMRobotError(str(exc.args[0])) from exc
-    task = env.task
-    if c.io_map:  # the one place an I/O map is applied: the loop sees the model's units
-        try:
-            env = mapped_env(env, load_io_map(c.io_map))
-        except Exception:
+
+
+def normalized_score(task: str, episode_return: float) -> float:
+    """The registry's normalised score of a simulator task; nan for a task it cannot score
+    (no reference returns, not registered, or no simulators installed)."""
+    try:
+        from sim import registry
+    except ImportError:  # a robot computer without the simulators
+        return float("nan")
+    try:
+        return registry.normalized_score(task, episode_return)
+    except KeyError:
+        return float("nan")
+
+
+def shipped_demonstration(task: str) -> Path | None:
+    """The task's shipped action-free demonstration
+    (``sim/experts/<task>/demos/episode_000000.npz``), if one ships."""
+    try:
+        root = resources.files("sim.experts")
+    except ImportError:  # no simulators installed: no shipped demonstrations either
+        return None
+    path = Path(str(root)) / task / "demos" / "episode_000000.npz"
+    return path if path.is_file() else None
+
+
+def _apply_io_map(env: Robot, c: SessionConfig) -> MappedEnv:
+    """The one place an I/O map is applied: the loop sees the model's units."""
+    mapped = mapped_env(env, load_io_map(c.io_map))
+    if mapped.max_action_delta is not None:  # the map's rate limits, in model units
+        limits = [c.controller.max_action_delta, mapped.max_action_delta]
+        c.controller.max_action_delta = min(x for x in limits if x is not None)
+    return mapped
+
+
+def _load_reference(c: SessionConfig, task: str) -> ReferenceTrajectory:
+    """inverse_dynamics: the reference to track (default: the task's shipped demonstration)."""
+    if not c.reference:
+        shipped = shipped_demonstration(task)
+        if shipped is None:
+            raise MTMRobotError(
+                f"inverse_dynamics tracks a reference and no demonstration "
+                f"ships for '{task}': pass --reference EPISODE.npz"
+            )
+        c.reference = str(shipped)
+    try:
+        return ReferenceTrajectory.from_file(c.reference, c.reference_indexing)
+    except ValueError as exc:
+        raise MTMRobotError(f"bad reference file: {exc}") from exc
+
+
+def run_session(
+    config: SessionConfig,
+    run_dir: Path,
+    progress: bool = True,
+    robot: Robot | None = None,
+    keep_physics: bool = True,
+) -> SessionResult:
+    """Run the episodes; raises a clear error for anything wrong before the loop starts.
+
+    ``robot``: drive this robot (any :class:`~controllers.robot.Robot`; the caller owns and
+    closes it) instead of building ``config.task`` from the simulator registry.
+    ``keep_physics``: keep every tick's physics state in the episode results (a simulator's,
+    for a video afterwards); a recording stores it either way, and a robot without one has none.
+    """
+    c = config
+    env: Robot = robot if robot is not None else make_task(c.task)
+    try:
+        if c.io_map:
+            env = _apply_io_map(env, c)
+        reference = None
+        if c.controller.mode == "inverse_dynamics":
+            reference = _load_reference(c, env.task)
+    except Exception:
+        if robot is None:
             env.close()
-            raise
-        if env.max_action_delta is not None:  # the map's rate limits, in model units
-            limits = [c.controller.max_action_delta, env.max_action_delta]
-            c.controller.max_action_delta = min(x for x in limits if x is not None)
-    reference = None
-    if c.controller.mode == "inverse_dynamics":
-        if not c.reference:
-            shipped = SHIPPED_DEMOS / env.task / "demos" / "episode_000000.npz"
-            if not shipped.is_file():
-                raise MTMRobotError(
-                    f"inverse_dynamics tracks a reference and no demonstration "
-                    f"ships for '{env.task}': pass --reference EPISODE.npz"
-                )
-            c.reference = str(shipped)
-        try:
-            reference = ReferenceTrajectory.from_file(c.reference, c.reference_indexing)
-        except ValueError as exc:
-            raise MTMRobotError(f"bad reference file: {exc}") from exc
+        raise
+    task = env.task
     node: NodeProcess | None = None
     watch: NodeSupervisor | None = None
     ended_by = ""
@@ -172,13 +230,14 @@ def run_session(config: SessionConfig, run_dir: Path, progress: bool = True) -> 
                 state_scale=np.asarray(state_std) if state_std else None,
                 recorder=recorder,
                 node=watch,
+                keep_physics=keep_physics,
             )
             for i in range(c.episodes):
                 if recorder is not None and recorder.error:
                     break  # the episodes asked to be recorded can't be: stop (the error says why)
                 result = controller.run_episode(c.seed + i)
                 summary = result.summary()
-                summary["normalized_score"] = registry.normalized_score(task, result.episode_return)
+                summary["normalized_score"] = normalized_score(task, result.episode_return)
                 results.append(result)
                 summaries.append(summary)
                 if progress:
@@ -200,7 +259,8 @@ def run_session(config: SessionConfig, run_dir: Path, progress: bool = True) -> 
             watch.close()
         if node is not None:
             node.stop()
-        env.close()
+        if robot is None:  # the session built it; a robot passed in stays the caller's
+            env.close()
     recording_error = recorder.error if recorder is not None else ""
     wall_s = time.perf_counter() - start
     events = watch.events if watch is not None else []

@@ -58,6 +58,10 @@ class DmControlEnv(SimEnv):
         self._sizes = [int(np.prod(obs_spec[k].shape)) for k in self.observation_names]
         self.observation_dim = int(sum(self._sizes))
 
+    @property
+    def observation_sizes(self) -> tuple[int, ...]:
+        return tuple(self._sizes)
+
     def _flatten(self, observation: dict[str, np.ndarray]) -> np.ndarray:
         keys = tuple(observation)
         if keys != self.observation_names:

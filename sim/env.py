@@ -2,7 +2,9 @@
 
 ``SimEnv`` follows the gymnasium ``reset``/``step`` contract (``terminated`` and ``truncated``
 kept apart) and adds what replay and rendering need: the physics state as a flat float64
-vector (``get_physics_state``/``set_physics_state``) and offscreen ``render``.
+vector (``get_physics_state``/``set_physics_state``) and offscreen ``render``. It is a
+``controllers.robot.DescribedRobot``: what the controller drives, with its raw I/O named
+(``observation_names``/``observation_sizes``, ``actuator_names``) for I/O maps.
 
 Conventions shared by all adapters:
 
@@ -111,6 +113,37 @@ class SimEnv(abc.ABC):
         return int(mujoco.mj_stateSize(model, PHYSICS_STATE_SIG))
 
     @property
+    def observation_sizes(self) -> tuple[int, ...]:
+        """The size of each observation group, in the order of ``observation_names``.
+
+        Read from the MuJoCo model for the groups named after it (``qpos``, ``qvel``,
+        ``qpos_without_x``, ``qvel_clipped``); an adapter with other groups overrides this.
+        """
+        model, _ = self._mj()
+        by_name = {
+            "qpos": model.nq,
+            "qvel": model.nv,
+            "qpos_without_x": model.nq - 1,
+            "qvel_clipped": model.nv,
+        }
+        names = self.observation_names
+        if len(names) == 1:
+            return (int(self.observation_dim),)
+        if not all(n in by_name for n in names):
+            raise NotImplementedError(
+                f"{self.task}: {type(self).__name__} must give the sizes of observation "
+                f"groups {names} (override observation_sizes)"
+            )
+        return tuple(int(by_name[n]) for n in names)
+
+    @property
+    def actuator_names(self) -> tuple[str, ...]:
+        """One name per action element, in order: the actuator's MJCF name, else the joint it
+        drives, else ``actuator<i>``."""
+        model, _ = self._mj()
+        return tuple(actuator_name(model, i) for i in range(model.nu))
+
+    @property
     def step_count(self) -> int:
         """Control steps taken since the last reset (or implied by a restored state)."""
         return self._step_count
@@ -195,6 +228,17 @@ def validate_action(action: Any, low: np.ndarray, high: np.ndarray) -> np.ndarra
             "(actions are never clipped silently; clip in the controller)"
         )
     return arr
+
+
+def actuator_name(model: mujoco.MjModel, i: int) -> str:
+    """Actuator ``i``'s name, else the joint it drives (unnamed MJCF motors), else its index."""
+    if model.actuator(i).name:
+        return str(model.actuator(i).name)
+    if int(model.actuator_trntype[i]) == int(mujoco.mjtTrn.mjTRN_JOINT):
+        joint = model.joint(int(model.actuator_trnid[i, 0])).name
+        if joint:
+            return str(joint)
+    return f"actuator{i}"
 
 
 def steps_for(time_limit_s: float, control_hz: float) -> int:

@@ -25,13 +25,18 @@ logger = logging.getLogger(__name__)
 
 def frames_from_physics(
     env: SimEnv,
-    physics: np.ndarray,
+    physics: np.ndarray | None,
     width: int = 320,
     height: int = 240,
     camera: int | str = -1,
     stride: int = 1,
 ) -> Iterator[np.ndarray]:
     """Yield ``(height, width, 3)`` uint8 frames for ``physics[::stride]`` (shape ``(T, dp)``)."""
+    if physics is None:
+        raise ValueError(
+            f"{env.task}: no physics states to render (the run kept none: a robot without "
+            "one, or a session run with keep_physics=False)"
+        )
     physics = np.asarray(physics, dtype=np.float64)
     if physics.ndim != 2 or physics.shape[1] != env.physics_dim:
         raise ValueError(

@@ -87,7 +87,7 @@ def test_unknown_keys_and_versions_are_errors(tmp_path):
 
 
 def test_a_session_refuses_a_map_that_does_not_fit_its_task(tmp_path):
-    from calibration.io_map import ActionChannel, IOMap, save_io_map
+    from controllers.io_map import ActionChannel, IOMap, save_io_map
     from controllers.session import run_session
     from mtm_robot.errors import SpecMismatchError
 

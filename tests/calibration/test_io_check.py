@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from calibration.io_check import check_io_map
-from calibration.io_map import IOMap, describe_env, load_io_map
+from controllers.io_map import IOMap, describe_env, load_io_map
 from mtm_robot.errors import SpecMismatchError
 from sim import registry
 

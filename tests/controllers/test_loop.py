@@ -19,6 +19,7 @@ from controllers.timing import SimulatedClock
 class ToyEnv:
     """x' = x + 0.1 a, reward -|x|; 2-d state, 2-d action in [-1, 1]."""
 
+    task = "toy"
     action_low = -np.ones(2)
     action_high = np.ones(2)
     action_dim = 2
@@ -41,6 +42,9 @@ class ToyEnv:
 
     def get_physics_state(self):
         return np.r_[self.t, self.x]
+
+    def close(self):
+        pass
 
 
 @dataclass

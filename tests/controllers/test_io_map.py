@@ -8,13 +8,15 @@ from typing import Any
 import numpy as np
 import pytest
 
-from calibration.io_map import (
+from controllers.io_map import (
     ActionChannel,
     IOMap,
     MappedEnv,
     RawField,
     StateBlock,
+    describe_env,
     load_io_map,
+    mapped_env,
     save_io_map,
 )
 from mtm_robot.errors import ConfigError, SpecMismatchError
@@ -36,6 +38,8 @@ class RawToy:
     """A raw robot: observation pos(2) vel(3) = the last command padded; 3 actuators."""
 
     task = "toy"
+    observation_dim = 5
+    action_dim = 3
     action_low = np.array([-1.0, -2.0, -1.0])
     action_high = np.array([1.0, 2.0, 1.0])
     control_hz = 10.0
@@ -177,3 +181,31 @@ def test_yaml_round_trip_and_the_shipped_examples(tmp_path):
         "right_ankle",
         "right_hip",
     ]
+
+
+class DescribedToy(RawToy):
+    """RawToy naming its raw I/O (no simulator behind it)."""
+
+    observation_names = ("pos", "vel")
+    observation_sizes = (2, 3)
+    actuator_names = ("a", "b", "c")
+
+
+def test_describe_env_reads_the_robots_public_description():
+    assert describe_env(DescribedToy()) == (FIELDS, ACTUATORS)
+    env = mapped_env(DescribedToy())  # the identity map of a robot that is not a simulator
+    state, _ = env.reset()
+    np.testing.assert_allclose(state, np.arange(5.0))
+
+
+def test_describe_env_says_what_a_robot_must_provide():
+    with pytest.raises(SpecMismatchError, match="observation_names, observation_sizes and"):
+        describe_env(RawToy())
+    bad = DescribedToy()
+    bad.observation_sizes = (2, 4)  # type: ignore[assignment]
+    with pytest.raises(SpecMismatchError, match=r"do not add up to 5"):
+        describe_env(bad)
+    bad = DescribedToy()
+    bad.actuator_names = ("a", "b")  # type: ignore[assignment]
+    with pytest.raises(SpecMismatchError, match=r"2 actuator names \['a', 'b'\] for 3 actions"):
+        describe_env(bad)

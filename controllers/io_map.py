@@ -16,9 +16,12 @@ range.
 :class:`MappedEnv` is the one place a map is applied: it wraps an environment so that the
 controller sees the model's state and sends the model's actions, with the action bounds and
 per-tick rate limit of the map expressed in model units, so the controller's safety limits
-(:mod:`controllers.safety`) stay the one place where actions are clipped.
+(:mod:`controllers.safety`) stay the one place where actions are clipped. A mapped robot is a
+:class:`~controllers.robot.Robot` like any other.
 
-Pure numpy: a control process loads and applies maps without a simulator or a model.
+Runtime code, beside the controller: a session applies a map with this module alone (pure
+numpy, no simulator, no model). Calibration (:mod:`calibration.io_check`,
+:mod:`calibration.procedures`) builds on it to check maps against a simulator and write them.
 """
 
 from __future__ import annotations
@@ -28,10 +31,11 @@ import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 import numpy as np
 
+from controllers.robot import DescribedRobot, Robot, StepResult
 from mtm_robot.config import load_config, save_config
 from mtm_robot.errors import ConfigError, SpecMismatchError
 
@@ -346,31 +350,18 @@ def save_io_map(io_map: IOMap, path: str | Path) -> None:
     save_config(io_map, path)
 
 
-# -- applying a map to an environment -----------------------------------------------------------
-class RawEnv(Protocol):
-    """What :class:`MappedEnv` needs of the environment (``sim.env.SimEnv`` provides it)."""
-
-    task: str
-    action_low: np.ndarray
-    action_high: np.ndarray
-    control_hz: float
-
-    def reset(self, seed: int | None = None) -> tuple[np.ndarray, dict[str, Any]]: ...
-    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]: ...
-    def get_physics_state(self) -> np.ndarray: ...
-    def close(self) -> None: ...
-
-
+# -- applying a map to a robot ------------------------------------------------------------------
 class MappedEnv:
     """``env`` seen through ``io_map``: the model's state out, the model's action in.
 
     ``field_sizes`` and ``actuator_names`` describe the raw side of ``env`` (see
-    :func:`describe_env`); the map is checked against them before anything runs.
+    :func:`describe_env`); the map is checked against them before anything runs. Closing the
+    mapped robot closes ``env``.
     """
 
     def __init__(
         self,
-        env: RawEnv,
+        env: Robot,
         io_map: IOMap,
         field_sizes: Sequence[tuple[str, int]],
         actuator_names: Sequence[str],
@@ -402,69 +393,50 @@ class MappedEnv:
         raw, info = self.env.reset(seed=seed)
         return self.io_map.state_from_raw(raw), info
 
-    def step(self, action: np.ndarray) -> tuple[np.ndarray, float, bool, bool, dict[str, Any]]:
+    def step(self, action: np.ndarray) -> StepResult:
         command = self.io_map.command_from_action(action, self.idle_command)
         raw, reward, terminated, truncated, info = self.env.step(command)
         return self.io_map.state_from_raw(raw), reward, terminated, truncated, info
 
-    def get_physics_state(self) -> np.ndarray:
+    def get_physics_state(self) -> np.ndarray | None:
         return self.env.get_physics_state()
 
     def close(self) -> None:
         self.env.close()
 
 
-def describe_env(env: Any) -> tuple[list[tuple[str, int]], list[str]]:
-    """The raw side of a simulator: (observation fields with their sizes, actuator names).
+def describe_env(env: Robot) -> tuple[list[tuple[str, int]], list[str]]:
+    """The raw side of a robot: (observation fields with their sizes, actuator names).
 
-    Uses ``env.observation_sizes`` / ``env.actuator_names`` when the adapter provides them,
-    otherwise reads them from the adapter's MuJoCo model.
+    Read from the robot's public description (:class:`~controllers.robot.DescribedRobot`:
+    ``observation_names``, ``observation_sizes``, ``actuator_names``); every simulator adapter
+    provides it.
     """
-    names = list(env.observation_names)
-    sizes = getattr(env, "observation_sizes", None) or getattr(env, "_sizes", None)
-    actuators = getattr(env, "actuator_names", None)
-    model = None
-    if sizes is None or actuators is None:
-        model, _ = env._mj()  # the adapters' MuJoCo model; no public accessor yet
-    if actuators is None:
-        assert model is not None
-        actuators = [_actuator_name(model, i) for i in range(model.nu)]
-    if sizes is None:
-        assert model is not None
-        by_name = {
-            "qpos": model.nq,
-            "qvel": model.nv,
-            "qpos_without_x": model.nq - 1,
-            "qvel_clipped": model.nv,
-        }
-        if len(names) == 1:
-            sizes = [env.observation_dim]
-        elif all(n in by_name for n in names):
-            sizes = [by_name[n] for n in names]
-        else:
-            raise SpecMismatchError(
-                f"{env.task}: cannot tell the sizes of observation fields {names}"
-            )
-    fields = [(n, int(s)) for n, s in zip(names, sizes, strict=True)]
+    if not isinstance(env, DescribedRobot):
+        raise SpecMismatchError(
+            f"{env.task}: an I/O map needs the robot's raw I/O described: give it "
+            "observation_names, observation_sizes and actuator_names (controllers.robot."
+            "DescribedRobot)"
+        )
+    names, sizes = list(env.observation_names), list(env.observation_sizes)
+    if len(names) != len(sizes):
+        raise SpecMismatchError(
+            f"{env.task}: {len(names)} observation names {names} but {len(sizes)} sizes {sizes}"
+        )
+    fields = [(str(n), int(s)) for n, s in zip(names, sizes, strict=True)]
     if sum(s for _, s in fields) != env.observation_dim:
         raise SpecMismatchError(
             f"{env.task}: observation fields {fields} do not add up to {env.observation_dim}"
         )
-    return fields, list(actuators)
+    actuators = [str(a) for a in env.actuator_names]
+    if len(actuators) != env.action_dim:
+        raise SpecMismatchError(
+            f"{env.task}: {len(actuators)} actuator names {actuators} for {env.action_dim} actions"
+        )
+    return fields, actuators
 
 
-def _actuator_name(model: Any, i: int) -> str:
-    """The actuator's name, else the joint it drives (unnamed MJCF motors), else its index."""
-    if model.actuator(i).name:
-        return str(model.actuator(i).name)
-    if int(model.actuator_trntype[i]) == 0:  # mjTRN_JOINT
-        joint = model.joint(int(model.actuator_trnid[i, 0])).name
-        if joint:
-            return str(joint)
-    return f"actuator{i}"
-
-
-def mapped_env(env: Any, io_map: IOMap | None = None) -> MappedEnv:
+def mapped_env(env: Robot, io_map: IOMap | None = None) -> MappedEnv:
     """``env`` through ``io_map`` (default: the identity map of ``env``)."""
     fields, actuators = describe_env(env)
     return MappedEnv(env, io_map or IOMap.identity(env.task, fields, actuators), fields, actuators)
