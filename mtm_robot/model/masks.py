@@ -242,6 +242,23 @@ def sample_training_mask(
     return pattern, inference_mask(pattern, names, L, int(rng.integers(0, L)))
 
 
+def sample_batch_mask(
+    group: str, names: Sequence[str], L: int, config: MaskConfig, rng: np.random.Generator
+) -> Mask:
+    """The one training mask of a batch drawn from ``group`` (reference 5.3).
+
+    ``labelled`` batches take :func:`sample_training_mask` as drawn; action-free batches get
+    their actions forced masked and redraw until some state is masked.
+    """
+    while True:
+        _, mask = sample_training_mask(names, L, config, rng)
+        if group == "labelled":
+            return mask
+        mask["actions"][:] = False  # action-free data: actions are a forced mask
+        if not mask["states"].all():  # reference 5.3: redraw until some state is masked
+            return mask
+
+
 def stack_masks(masks: Sequence[Mask]) -> Mask:
     """Per-sample masks -> one batch mask: name -> (B, L)."""
     return {name: np.stack([m[name] for m in masks]) for name in masks[0]}

@@ -191,16 +191,20 @@ class MTM(nn.Module):
         # mask token per modality in every masked slot, then the decoder's own embeddings
         mask_tokens = self.mask_token.repeat_interleave(L, dim=0)  # (N, d)
         x = torch.where(vis, encoded, mask_tokens)
+        # per-modality slices made contiguous: under vmap over stacked weights
+        # (mtm_robot.training.stacked) a strided input turns each Linear into a per-sample
+        # matmul with the weight copied B times; contiguous, it stays one batched matmul
         decoded = []
         for i, name in enumerate(self.names):
-            xi = self.decode_proj[name](x[:, i * L : (i + 1) * L])  # (B, L, d)
+            xi = self.decode_proj[name](x[:, i * L : (i + 1) * L].contiguous())  # (B, L, d)
             decoded.append(xi + self.dec_modality[i] + self.time_embedding)
         x = torch.cat(decoded, dim=1)  # (B, N, d)
         for block in self.decoder:
             x = block(x)
         x = self.decoder_norm(x)
         return {
-            name: self.heads[name](x[:, i * L : (i + 1) * L]) for i, name in enumerate(self.names)
+            name: self.heads[name](x[:, i * L : (i + 1) * L].contiguous())
+            for i, name in enumerate(self.names)
         }
 
     def represent(self, states: Tensor) -> Tensor:

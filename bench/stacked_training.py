@@ -1,0 +1,205 @@
+"""Stacked training throughput: K MTMs in one process against K separate processes, same run.
+
+For each K: (1) one process trains K stacked models (``mtm_robot.training.stacked``) with every
+core; (2) K processes each train one model with the plain ``Trainer`` at the same time, each
+with ``max(1, cores // K)`` torch threads, started together after their warm-up (a file
+barrier), timed over the window from the first start to the last end. Both train the default
+walker MTM (``launch/configs/mtm_walker.yaml``: width 128, 2+1 layers, its batch size, its
+precision, dropout and mask mix) on synthetic walker-sized data (24/6/1 dims; throughput does
+not depend on the values). The figure is model-steps per second in total (K per stacked step).
+The machine's load average is recorded beside each K: on a shared machine it moves the figures.
+
+  python bench/stacked_training.py [--ks 1 4 8 24] [--steps 20] [--warmup 3] [--no-write]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from bench.report import hardware, write_section
+
+if TYPE_CHECKING:
+    from mtm_robot.training.train import TrainConfig
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "launch" / "configs" / "mtm_walker.yaml"
+
+
+def _config(threads: int, precision: str | None) -> TrainConfig:
+    from mtm_robot.config import load_config
+    from mtm_robot.training.train import TrainConfig
+
+    overrides = [f"threads={threads}", "steps=1000000", "eval_every=1000000"]
+    overrides += ["checkpoint_every=1000000"]
+    if precision:
+        overrides.append(f"precision={precision}")
+    return load_config(TrainConfig, CONFIG, overrides)
+
+
+def worker(args: argparse.Namespace) -> None:
+    """One measuring process: prints one JSON line."""
+    import torch
+
+    from bench.train_throughput import synthetic_episodes
+    from mtm_robot.training.stacked import Member, StackedTrainer
+    from mtm_robot.training.train import Trainer
+
+    config = _config(args.threads, args.precision)
+    episodes = synthetic_episodes(4, 1000)
+    out = Path(args.dir)
+    if args.worker == "stacked":
+        members = [Member(i, episodes, out / f"m{i}") for i in range(args.k)]
+        stacked = StackedTrainer(config, members)
+        step: Callable[[], object] = lambda: stacked.train_step(sync=False)  # noqa: E731
+        bf16 = stacked.bf16
+    else:
+        config.seed = args.index
+        trainer = Trainer(config, episodes, out / f"p{args.index}")
+        step = lambda: trainer.train_step(sync=False)  # noqa: E731
+        bf16 = trainer.bf16
+    for _ in range(args.warmup):
+        step()
+    if args.worker == "single":  # start the timed steps together with the other processes
+        barrier = out / "ready"
+        barrier.mkdir(exist_ok=True)
+        (barrier / str(args.index)).touch()
+        while len(list(barrier.iterdir())) < args.k:
+            time.sleep(0.005)
+    times = []
+    t0 = time.time()
+    for _ in range(args.steps):
+        start = time.perf_counter()
+        step()
+        times.append(time.perf_counter() - start)
+    t1 = time.time()
+    print(
+        json.dumps(
+            {"t0": t0, "t1": t1, "step_s": times, "bf16": bf16, "threads": torch.get_num_threads()}
+        ),
+        flush=True,
+    )
+
+
+def _spawn(
+    kind: str, k: int, index: int, threads: int, args: argparse.Namespace, tmp: str
+) -> subprocess.Popen:
+    command = [sys.executable, __file__, "--worker", kind, "--k", str(k), "--index", str(index)]
+    command += ["--threads", str(threads), "--steps", str(args.steps), "--warmup", str(args.warmup)]
+    command += ["--dir", tmp]
+    if args.precision:
+        command += ["--precision", args.precision]
+    env = {**os.environ, "OMP_NUM_THREADS": str(threads), "PYTHONWARNINGS": "ignore"}
+    return subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT)
+
+
+def _collect(processes: list[subprocess.Popen]) -> list[dict]:
+    results = []
+    for process in processes:
+        stdout, _ = process.communicate()
+        if process.returncode != 0:
+            raise SystemExit(f"a benchmark worker failed (exit {process.returncode})")
+        results.append(json.loads(stdout.strip().splitlines()[-1]))
+    return results
+
+
+def measure(k: int, args: argparse.Namespace, cores: int) -> dict:
+    load_before = os.getloadavg()[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        stacked = _collect([_spawn("stacked", k, 0, cores, args, tmp)])[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        threads = max(1, cores // k)
+        separate = _collect([_spawn("single", k, i, threads, args, tmp) for i in range(k)])
+    load_after = os.getloadavg()[0]
+    stacked_rate = k * args.steps / (stacked["t1"] - stacked["t0"])
+    window = max(r["t1"] for r in separate) - min(r["t0"] for r in separate)
+    separate_rate = k * args.steps / window
+    row = {
+        "k": k,
+        "stacked_model_steps_per_s": stacked_rate,
+        "separate_model_steps_per_s": separate_rate,
+        "speedup": stacked_rate / separate_rate,
+        "stacked_step_p50_ms": 1000 * float(np.median(stacked["step_s"])),
+        "separate_step_p50_ms": 1000
+        * float(np.median(np.concatenate([r["step_s"] for r in separate]))),
+        "separate_threads": threads,
+        "load_1min": [round(load_before, 2), round(load_after, 2)],
+        "bf16": stacked["bf16"],
+    }
+    print(json.dumps(row), flush=True)
+    return row
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--ks", type=int, nargs="+", default=[1, 4, 8, 24])
+    parser.add_argument("--steps", type=int, default=20, help="timed steps per process")
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--precision", default=None, help="override the config's precision")
+    parser.add_argument("--no-write", action="store_true", help="print only")
+    parser.add_argument("--worker", choices=["stacked", "single"], help=argparse.SUPPRESS)
+    parser.add_argument("--k", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--index", type=int, default=0, help=argparse.SUPPRESS)
+    parser.add_argument("--threads", type=int, default=1, help=argparse.SUPPRESS)
+    parser.add_argument("--dir", default="", help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        worker(args)
+        return
+    cores = os.cpu_count() or 1
+    config = _config(cores, args.precision)
+    rows = [measure(k, args, cores) for k in args.ks]
+    table = "\n".join(
+        f"| {r['k']} | {r['stacked_model_steps_per_s']:.2f} | {r['separate_model_steps_per_s']:.2f}"
+        f" | {r['speedup']:.2f}x | {r['stacked_step_p50_ms']:.0f} | {r['separate_step_p50_ms']:.0f}"
+        f" ({r['separate_threads']} thr.) | {r['load_1min'][0]:.1f} / {r['load_1min'][1]:.1f} |"
+        for r in rows
+    )
+    command = "python bench/stacked_training.py --ks " + " ".join(map(str, args.ks))
+    command += f" --steps {args.steps} --warmup {args.warmup}"
+    if args.precision:
+        command += f" --precision {args.precision}"
+    precision = "bf16 autocast" if rows[0]["bf16"] else "fp32"
+    md = f"""## Stacked training (issue 15, item 1)
+
+K walker MTMs (`launch/configs/mtm_walker.yaml`: width {config.model.width},
+{config.model.encoder_layers}+{config.model.decoder_layers} layers, batch {config.batch_size},
+dropout {config.model.dropout}, {precision}) trained as one stacked computation in one process
+(`mtm_robot/training/stacked.py`, all {cores} cores) against K separate `Trainer` processes
+running at the same time (each with the torch threads shown). Model-steps/s in total over
+{args.steps} timed steps after {args.warmup} warm-up steps; p50 of one process's step (a
+stacked step trains all K). Load: the machine's 1-minute load average before / after each row
+(other jobs shared these cores). Hardware: {hardware()}.
+
+| K | stacked model-steps/s | separate model-steps/s | stacked / separate | stacked step p50 (ms) \
+| separate step p50 (ms) | load |
+| --- | --- | --- | --- | --- | --- | --- |
+{table}
+
+Command: `{command}`
+"""
+    print(md)
+    if not args.no_write:
+        out = ROOT / "docs" / "results"
+        out.mkdir(parents=True, exist_ok=True)
+        record = {"command": command, "hardware": hardware(), "rows": rows}
+        (out / "stacked_training.json").write_text(json.dumps(record, indent=2) + "\n")
+        write_section("stacked-training", md)
+
+
+if __name__ == "__main__":
+    main()
