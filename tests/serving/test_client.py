@@ -159,3 +159,19 @@ def test_error_replies_raise_the_exception_of_their_code_and_poll_never_raises(s
     reply = client.poll(rid, 3000)
     assert reply is not None and not reply.ok and reply.error_code == wire.BAD_SHAPE
     assert client.act("behavior_cloning", state).ok  # and the node keeps serving
+
+
+@pytest.mark.slow
+def test_the_every_mode_example_passes_against_the_shipped_model(start_node, capsys):
+    """client/examples/every_mode.py (what scripts/check_client_alone.sh runs from a
+    client-only venv), in process against the shipped walker model."""
+    import runpy
+    from pathlib import Path
+
+    example = Path(__file__).parents[2] / "client" / "examples" / "every_mode.py"
+    main = runpy.run_path(str(example))["main"]
+    node = start_node(checkpoint="default")
+    assert main(["--endpoint", node.endpoint, "--bounds", "-1", "1"]) == 0
+    out = capsys.readouterr().out
+    assert "FAIL" not in out and out.count("reply shapes") == 6
+    assert "raises Forbidden" in out and out.rstrip().endswith("every check passed")
