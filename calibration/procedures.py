@@ -37,8 +37,8 @@ from controllers.io_map import IOMap, describe_env, load_io_map, mapped_env, sav
 from mtm_robot.checkpoint_meta import verify_checkpoint
 from mtm_robot.config import to_dict
 from mtm_robot.errors import ConfigError, MTMRobotError
-from mtm_robot.serving.client import NodeClient
 from mtm_robot.serving.process import NodeProcess, open_node
+from mtm_robot_client import NodeClient
 from sim import registry
 
 log = logging.getLogger(__name__)

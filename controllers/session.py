@@ -29,8 +29,8 @@ from controllers.timing import set_realtime_priority
 from mtm_robot.config import at_least, one_of, positive
 from mtm_robot.errors import MTMRobotError, SpecMismatchError
 from mtm_robot.return_target import default_return_target
-from mtm_robot.serving.client import NodeClient
 from mtm_robot.serving.process import NodeProcess, NodeSupervisor, open_node
+from mtm_robot_client import NodeClient
 
 log = logging.getLogger(__name__)
 #: Reset seeds of sim_control evaluation episodes (see docs/datasets.md for the other ranges).

@@ -21,7 +21,8 @@ import threading
 
 from mtm_robot.cli import run
 from mtm_robot.serving.broker import Broker
-from mtm_robot.serving.security import CurveClient, CurveServer
+from mtm_robot.serving.security import CurveServer
+from mtm_robot_client import CurveClient
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -132,7 +132,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"({args.eval_episodes} lockstep episodes)"
             )
     if args.push:
-        from mtm_robot.serving.client import NodeClient
+        from mtm_robot_client import NodeClient
 
         with NodeClient(args.push) as client:
             reply = client.reload(checkpoint=str(latest))
