@@ -48,6 +48,21 @@ def test_spec_is_consistent(env: SimEnv) -> None:
     assert sim.resolve(env.task) == env.task
 
 
+def test_it_is_a_robot_that_names_its_raw_io(env: SimEnv) -> None:
+    """What the controller and an I/O map read (controllers.robot.DescribedRobot)."""
+    from controllers.io_map import describe_env
+    from controllers.robot import DescribedRobot
+
+    assert isinstance(env, DescribedRobot)
+    assert len(env.observation_sizes) == len(env.observation_names)
+    assert sum(env.observation_sizes) == env.observation_dim
+    assert len(env.actuator_names) == env.action_dim
+    assert len(set(env.actuator_names)) == env.action_dim
+    fields, actuators = describe_env(env)
+    assert [n for n, _ in fields] == list(env.observation_names)
+    assert actuators == list(env.actuator_names)
+
+
 def test_reset_and_step_return_finite_values_of_the_spec(env: SimEnv) -> None:
     observations, rewards, _ = _rollout(env, seed=3, n=N_STEPS)
     assert observations.shape[1] == env.observation_dim
