@@ -43,7 +43,10 @@ NODE_PID=$!
 # 2. a fresh venv with the client only
 "$BASE" -m venv "$WORK/venv"
 ALONE=$WORK/venv/bin/python
-PIP_DISABLE_PIP_VERSION_CHECK=1 "$ALONE" -m pip install -q "$ROOT/client" \
+# from a copy: setuptools would leave build/ and *.egg-info in the checkout
+(cd "$ROOT/client" && tar --exclude=build --exclude='*.egg-info' --exclude=__pycache__ -cf - .) \
+    | (mkdir -p "$WORK/client" && tar -xf - -C "$WORK/client")
+PIP_DISABLE_PIP_VERSION_CHECK=1 "$ALONE" -m pip install -q "$WORK/client" \
     || fail "pip install ./client"
 "$ALONE" -m pip list --format=freeze >"$WORK/installed.txt"
 echo "installed alone: $(tr '\n' ' ' <"$WORK/installed.txt")"

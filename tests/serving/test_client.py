@@ -175,3 +175,21 @@ def test_the_every_mode_example_passes_against_the_shipped_model(start_node, cap
     out = capsys.readouterr().out
     assert "FAIL" not in out and out.count("reply shapes") == 6
     assert "raises Forbidden" in out and out.rstrip().endswith("every check passed")
+
+
+@pytest.mark.slow
+def test_the_installed_alone_example_of_the_protocol_page_runs(start_node, capsys):
+    """docs/protocol.md section 9, "The Python client, installed alone", as written."""
+    from pathlib import Path
+
+    doc = (Path(__file__).parents[2] / "docs" / "protocol.md").read_text()
+    section = doc[doc.index("### The Python client, installed alone") :]
+    start = section.index("```python\n") + 10
+    code = section[start : section.index("\n```", start)]
+    node = start_node(checkpoint="default")
+    code = code.replace("tcp://127.0.0.1:5555", node.endpoint)
+    code = code.replace("timeout_ms=100", "timeout_ms=10_000").replace("=20,", "=10_000,")
+    namespace: dict = {}
+    exec(compile(code, "docs/protocol.md#9-alone", "exec"), namespace)
+    assert capsys.readouterr().out == ""  # neither refused nor timed out
+    assert namespace["action"].shape == (6,) and np.isfinite(namespace["action"]).all()
