@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import platform
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -27,8 +26,7 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.report import write_section
+from mtm_robot.report.page import write_section
 from sim.datasets import CollectJob, collect_episodes, rollout
 from sim.env import SimEnv
 from sim.experts.policy import ExpertPolicy, save_actor, shipped_expert

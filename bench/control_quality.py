@@ -17,19 +17,16 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from bench.report import hardware, write_section
 from controllers.loop import ControllerConfig
 from controllers.reference import ReferenceTrajectory
 from controllers.session import EVALUATION_SEED_BASE
 from mtm_robot.evaluation import MTMPolicy
+from mtm_robot.report.page import hardware, write_section
 from sim.evaluation import StatePolicy, evaluate
 
 
@@ -109,6 +106,7 @@ def main() -> None:
     command = (
         f"python bench/control_quality.py --checkpoint {args.checkpoint} "
         f"--reference {args.reference} --episodes {args.episodes}"
+        + (f" --max-steps {args.max_steps}" if args.max_steps else "")
     )
     md = f"""## Control quality, walker-walk (issue: controller)
 

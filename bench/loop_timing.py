@@ -12,20 +12,18 @@ from __future__ import annotations
 
 import argparse
 import os
-import sys
 import tempfile
 from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from bench.report import hardware, write_section
 from controllers.loop import Controller, ControllerConfig, EpisodeResult
 from controllers.timing import set_realtime_priority
 from mtm_robot.data.normalize import Normalizer
 from mtm_robot.model.mtm import MTM, DataSpec, ModelConfig
+from mtm_robot.report.page import hardware, write_section
 from mtm_robot.serving.client import NodeClient
 from mtm_robot.serving.process import NodeProcess
 from mtm_robot.training.checkpoint import load_checkpoint, save_checkpoint

@@ -11,15 +11,12 @@ import sys
 import tempfile
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from bench.report import hardware, percentiles_ms, write_section
 from controllers.recorder import EpisodeRecorder
 from controllers.timing import LoopTimer
+from mtm_robot.report.page import hardware, percentiles_ms, write_section
 
 
 def paced(rate: float, ticks: int, call: Callable[..., object]) -> list[float]:

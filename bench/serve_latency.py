@@ -36,9 +36,8 @@ from typing import Any
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from bench.report import write_section
 from mtm_robot.hardware import describe
+from mtm_robot.report.page import write_section
 
 SPEC_DIMS = {"states": 24, "actions": 6, "returns": 1}
 MODELS = {

@@ -25,10 +25,10 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.reference_mtm import ReferenceMTM, reference_loss
-from bench.report import hardware, percentiles_ms, write_section
 from mtm_robot.data.episodes import Episode
 from mtm_robot.model import masks as mask_lib
 from mtm_robot.model.mtm import ModelConfig
+from mtm_robot.report.page import hardware, percentiles_ms, write_section
 from mtm_robot.training.train import TrainConfig, Trainer
 
 DIMS = {"states": 24, "actions": 6, "returns": 1}

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# An evaluation report budget (bench/run_all.py; BUDGET, default full) on one lent GPU machine:
+# An evaluation report budget (python -m mtm_robot.report; BUDGET, default full) on one lent GPU machine:
 # train every job with the MTMs agreeing on a step count that ends before TRAIN_S seconds,
 # evaluate on the machine's CPU cores, and pack the results (and the checkpoints the
 # representation study and re-checks need) into $OUT.
@@ -9,7 +9,7 @@
 # DATA: the walker-walk stores expert/ medium/ medium-replay/ medium-expert/ (launch/collect.py;
 # states, actions and rewards suffice). SITE: extra Python packages the machine lacks (mujoco,
 # a trimmed dm_control, pyzmq), put first on PYTHONPATH. scripts/device_bundle.sh builds both. Afterwards, on any machine:
-#   python bench/run_all.py --budget full --out RUN --stages evaluate,report
+#   python -m mtm_robot.report --budget full --out RUN --stages evaluate,report
 set -u
 OUT=${OUT:?set OUT to the folder the results go to}
 DATA=${DATA:-.devdata/walker}
@@ -27,7 +27,7 @@ mkdir -p "$OUT" "$RUN"
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$OUT/gpu.txt"
 python3 - <<'EOF' 2>&1 | tee -a "$OUT/gpu.txt" || exit 3
 import numpy, torch
-from bench.report import hardware
+from mtm_robot.report.page import hardware
 from sim import registry
 env = registry.make("walker-walk")
 obs, _ = env.reset(seed=1)
@@ -37,13 +37,13 @@ print("hardware:", hardware())
 EOF
 
 # 2. training: every MTM at once, agreeing on steps; baselines beside them
-python3 bench/run_all.py --budget "$BUDGET" --studies "$STUDIES" --device cuda --workers 6 --threads 1 \
+python3 -m mtm_robot.report --budget "$BUDGET" --studies "$STUDIES" --device cuda --workers 6 --threads 1 \
     --deadline-s "$TRAIN_S" --stages train --data-root "$DATA" --out "$RUN" --no-write \
     2>&1 | tr '\r' '\n' | grep -v "it/s\]$" | tail -40
 echo "train stage done after $(( $(date +%s) - start )) s"
 
 # 3. evaluation on the CPU cores, cut at EVAL_S (each job's scores are written as it ends)
-timeout "$EVAL_S" python3 bench/run_all.py --budget "$BUDGET" --studies "$STUDIES" --device cpu --workers 15 \
+timeout "$EVAL_S" python3 -m mtm_robot.report --budget "$BUDGET" --studies "$STUDIES" --device cpu --workers 15 \
     --threads 1 --stages evaluate --data-root "$DATA" --out "$RUN" --no-write \
     2>&1 | tr '\r' '\n' | tail -5
 echo "evaluate stage done after $(( $(date +%s) - start )) s"

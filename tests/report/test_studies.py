@@ -1,5 +1,6 @@
-"""The evaluation report's job grid (bench/studies.py), its runner (bench/run_all.py), MLP
-baselines as policies (mtm_robot/evaluation.py) and the tables (bench/study_tables.py)."""
+"""The evaluation report's job grid (mtm_robot/report/studies.py), its runner
+(mtm_robot/report/run_all.py and the bench/run_all.py shim), MLP baselines as policies
+(mtm_robot/evaluation.py) and the tables (mtm_robot/report/tables.py)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,10 @@ import numpy as np
 import pytest
 import torch
 
-from bench import studies, study_tables
 from mtm_robot.data.episodes import Episode, episode_file, save_episode
 from mtm_robot.evaluation import BaselinePolicy
+from mtm_robot.report import studies
+from mtm_robot.report import tables as study_tables
 from mtm_robot.training.baselines import BaselineConfig, load_baseline, train_baseline
 from sim import registry
 from sim.datasets import rollout
@@ -129,12 +131,13 @@ def test_run_all_trains_evaluates_and_reports_a_smoke_budget(tmp_path):
     _walker_stores(tmp_path / "data", ("expert", "medium"), episodes=3)
     out = tmp_path / "report"
     command = [
-        sys.executable, str(ROOT / "bench/run_all.py"), "--budget", "smoke",
+        sys.executable, "-m", "mtm_robot.report", "--budget", "smoke",
         "--studies", "data_efficiency,heteromodal", "--stages", "train,evaluate,report",
         "--data-root", str(tmp_path / "data"), "--out", str(out), "--max-steps", "10",
         "--no-write", "--workers", "2",
     ]  # fmt: skip
-    done = subprocess.run(command, capture_output=True, text=True, timeout=280, cwd=ROOT)
+    # from outside the checkout: the report is a package module
+    done = subprocess.run(command, capture_output=True, text=True, timeout=280, cwd=tmp_path)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     jobs = out / "jobs"
     het = json.loads((jobs / "mtm_expert_1ep_plus-action-free_seed0" / "eval.json").read_text())
@@ -143,9 +146,9 @@ def test_run_all_trains_evaluates_and_reports_a_smoke_budget(tmp_path):
     trained = json.loads((jobs / "return-conditioned_expert_seed0" / "train.json").read_text())
     assert "return_conditioned_error" in trained["metrics"]
     assert "## Heteromodal training" in done.stdout and "## Data efficiency" in done.stdout
-    # a finished job is not run again
-    again = subprocess.run([*command[:-2], "--stages", "train"], capture_output=True,
-                           text=True, timeout=120, cwd=ROOT)  # fmt: skip
+    # a finished job is not run again; the checkout's bench/run_all.py is the same command
+    shim = [sys.executable, str(ROOT / "bench/run_all.py"), *command[3:-2], "--stages", "train"]
+    again = subprocess.run(shim, capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert again.returncode == 0 and "train: 0 jobs to run" in again.stdout
 
 
@@ -177,7 +180,7 @@ def test_the_tables_average_over_seeds_and_judge_the_goals(tmp_path):
 
 
 def test_run_all_stops_before_training_when_a_store_is_missing_and_says_how_to_make_it(tmp_path):
-    from bench import run_all
+    from mtm_robot.report import run_all
 
     (tmp_path / "expert").mkdir()
     with pytest.raises(SystemExit) as stop:

@@ -1,12 +1,9 @@
-"""bench/representation.py: transitions, the TD3+BC update, the frozen MTM features, the
+"""mtm_robot/report/representation.py: transitions, the TD3+BC update, the frozen MTM features, the
 evaluation schedule, the speed-up verdict, and a smoke run of the script end to end."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
-import sys
-from pathlib import Path
 from types import ModuleType
 
 import numpy as np
@@ -16,20 +13,12 @@ import torch
 from mtm_robot.data.episodes import Episode, episode_file, save_episode
 from mtm_robot.data.normalize import Normalizer
 from mtm_robot.model.mtm import MTM, DataSpec, ModelConfig
+from mtm_robot.report import representation
 from mtm_robot.training.checkpoint import Checkpoint, save_checkpoint
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 def _bench() -> ModuleType:
-    spec = importlib.util.spec_from_file_location(
-        "bench_representation", ROOT / "bench/representation.py"
-    )
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules.setdefault("bench_representation", module)
-    spec.loader.exec_module(module)
-    return module
+    return representation
 
 
 def test_transitions_pair_each_state_with_its_successor_within_an_episode():
@@ -119,7 +108,7 @@ def test_evaluation_schedule_adds_early_halvings_and_the_last_step():
 def _saved(raw: list[float], mtm: list[float]) -> dict[str, object]:
     steps = [1000 * (i + 1) for i in range(len(raw))]
     return {
-        "argv": ["bench/representation.py"],
+        "argv": ["-m", "mtm_robot.report.representation"],
         "data": "/data/walker/medium",
         "transitions": 100,
         "model_id": "m",

@@ -1,6 +1,6 @@
-"""Tables and figures of the evaluation report, from the job results of ``bench/run_all.py``.
+"""Tables and figures of the evaluation report, from the job results of :mod:`.run_all`.
 
-Each study owns one section of docs/benchmarks.md (``bench.report.write_section``); every
+Each study owns one section of docs/benchmarks.md (:func:`.page.write_section`); every
 cell is a mean ± std over training seeds of that seed's mean over evaluation episodes (scores)
 or its held-out error. The README's headline table and figure come from the same results.
 """
@@ -17,11 +17,17 @@ from typing import Any
 
 import numpy as np
 
-from bench.report import BENCHMARKS, FIGURES, cell, hardware, mean_std, write_section
-from bench.studies import Job, Plan, load_results
+from mtm_robot.report.page import (
+    BENCHMARKS,
+    FIGURES,
+    README,
+    cell,
+    hardware,
+    mean_std,
+    write_section,
+)
+from mtm_robot.report.studies import Job, Plan, load_results
 
-ROOT = Path(__file__).resolve().parents[1]
-README = ROOT / "README.md"
 ERRORS = {  # table row -> (MTM metric, MLP job kind, MLP metric)
     "ID error": ("inverse_dynamics_error", "inverse_dynamics", "inverse_dynamics_error"),
     "FD error": ("forward_dynamics_error", "forward_dynamics", "forward_dynamics_error"),
@@ -107,7 +113,7 @@ def _budget_tag(res: Results) -> str:
 def _command(args: argparse.Namespace) -> str:
     """The command line(s) that produced the section."""
     argv = getattr(args, "argv", None) or sys.argv
-    this = " ".join(["python", "bench/run_all.py", *map(shlex.quote, argv[1:])])
+    this = " ".join(["python", "-m", "mtm_robot.report", *map(shlex.quote, argv[1:])])
     produced_by = getattr(args, "produced_by", "")
     if produced_by:
         command, _, where = produced_by.partition("|")
@@ -380,12 +386,12 @@ def readme_headline(res: Results) -> str:
     curves = FIGURES / "representation_curves.png"
     picture = (
         "\nTD3+BC on raw states against frozen MTM state representations "
-        "(bench/representation.py, 3 seeds):\n\n![representation curves]"
+        "(mtm_robot/report/representation.py, 3 seeds):\n\n![representation curves]"
         "(docs/figures/representation_curves.png)\n"
         if curves.exists()
         else ""
     )
-    command = f"python bench/run_all.py --budget {res.plan.budget.name}"
+    command = f"python -m mtm_robot.report --budget {res.plan.budget.name}"
     b = res.plan.budget
     trained = [int(r["steps"]) for j, r in res.by_job.items() if j.kind == "mtm"]
     steps = f"MTMs trained {res.steps('mtm')} steps"
@@ -450,7 +456,7 @@ def write_report(plan: Plan, args: argparse.Namespace, wall_s: float) -> None:
 
 def run_representation(plan: Plan, args: argparse.Namespace) -> None:
     """TD3+BC on raw states against frozen representations of the budget's medium MTM."""
-    from bench import representation
+    from mtm_robot.report import representation
 
     checkpoint = args.out / "jobs" / Job("mtm", "medium", plan.budget.seeds[0]).name
     argv = [

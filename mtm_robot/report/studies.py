@@ -13,9 +13,10 @@ data-efficiency point and the heteromodal study's labelled-only arm) runs once.
 * ``heteromodal`` (reference 5.3, 7.4): N labelled expert episodes alone against the same plus
   every other expert episode without actions, in ``return_conditioned`` and ``two_stage``.
 
-Run through ``bench/run_all.py``; one job is ``python -m bench.studies --budget B --out DIR
---job NAME --stage train|evaluate``. Training writes ``DIR/jobs/NAME/`` (checkpoint, metrics,
-``train.json``); evaluation adds ``eval.json``: one episode per evaluation seed
+Run through ``python -m mtm_robot.report`` (:mod:`mtm_robot.report.run_all`); one job is
+``python -m mtm_robot.report.studies --budget B --out DIR --job NAME --stage
+train|evaluate``. Training writes ``DIR/jobs/NAME/`` (checkpoint, metrics, ``train.json``);
+evaluation adds ``eval.json``: one episode per evaluation seed
 (``controllers.session.EVALUATION_SEED_BASE + i``, never used for data), all stepped in
 parallel (``sim.evaluation``).
 """
@@ -31,9 +32,6 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-os.environ.setdefault("MUJOCO_GL", "egl")
-
 import torch
 
 from mtm_robot.config import load_config, save_config
@@ -41,9 +39,12 @@ from mtm_robot.data.episodes import Episode, load_episodes
 from mtm_robot.training.baselines import BASELINE_TASKS, BaselineConfig, train_baseline
 from mtm_robot.training.train import TrainConfig, Trainer
 
-ROOT = Path(__file__).resolve().parents[1]
 TASK = "walker-walk"
-MTM_CONFIG = ROOT / "launch/configs/mtm_walker.yaml"
+#: The shipped MTM configuration the studies train (in the checkout beside the package).
+MTM_CONFIG = Path(__file__).resolve().parents[2] / "launch/configs/mtm_walker.yaml"
+#: Where the walker-walk stores expert/, medium/, ... are (docs/datasets.md): ``--data-root``,
+#: else ``MTM_DATA_ROOT``, else ``data/walker`` under the current directory.
+DATA_ROOT = Path(os.environ.get("MTM_DATA_ROOT", "data/walker"))
 DATASETS = ("expert", "medium", "medium-replay", "medium-expert")
 STUDIES = ("versatility", "data_efficiency", "masking", "heteromodal")
 # MTM masking presets: the shipped mix (the config file's), or one pattern alone
@@ -383,9 +384,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument("--budget", choices=sorted(BUDGETS), default="quick")
     p.add_argument("--out", type=Path, required=True, help="results directory")
-    p.add_argument("--job", required=True, help="job name (bench/run_all.py --list)")
+    p.add_argument("--job", required=True, help="job name (python -m mtm_robot.report --list)")
     p.add_argument("--stage", choices=("train", "evaluate"), required=True)
-    p.add_argument("--data-root", type=Path, default=Path("/work/data/walker"),
+    p.add_argument("--data-root", type=Path, default=DATA_ROOT,
                    help="folder of the walker-walk episode stores (docs/datasets.md)")  # fmt: skip
     p.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     p.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -400,6 +401,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    os.environ.setdefault("MUJOCO_GL", "egl")
     studies = tuple(s for s in args.studies.split(",") if s)
     plan_ = plan(BUDGETS[args.budget], studies)
     job = plan_.job(args.job)
