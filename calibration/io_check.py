@@ -33,6 +33,7 @@ import numpy as np
 from controllers.io_map import IOMap, MappedEnv, describe_env
 from mtm_robot.errors import ConfigError, SpecMismatchError
 from sim import registry
+from sim.env import SimEnv
 
 log = logging.getLogger(__name__)
 
@@ -123,8 +124,8 @@ class IOCheckResult:
         }
 
 
-def _dof_names(env: Any) -> list[str]:
-    model, _ = env._mj()
+def _dof_names(env: SimEnv) -> list[str]:
+    model = env.mj_model
     names = []
     for d in range(model.nv):
         joint = model.joint(int(model.dof_jntid[d]))
@@ -134,9 +135,8 @@ def _dof_names(env: Any) -> list[str]:
     return names
 
 
-def _joint_velocities(env: Any) -> np.ndarray:
-    _, data = env._mj()
-    return np.array(data.qvel, dtype=np.float64)
+def _joint_velocities(env: SimEnv) -> np.ndarray:
+    return np.array(env.mj_data.qvel, dtype=np.float64)
 
 
 def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
@@ -149,7 +149,7 @@ def _cosine(a: np.ndarray, b: np.ndarray) -> np.ndarray:
 class _Exciter:
     """Steps ``env`` through a map from one fixed physics state and reads the joints."""
 
-    def __init__(self, raw: Any, env: MappedEnv, start: np.ndarray, steps: int) -> None:
+    def __init__(self, raw: SimEnv, env: MappedEnv, start: np.ndarray, steps: int) -> None:
         self.raw, self.env, self.start, self.steps = raw, env, start, steps
 
     def joints_after(self, action: np.ndarray) -> np.ndarray:
@@ -312,11 +312,11 @@ def _action_problems(
 
 
 def _contact_free_start(
-    raw: Any, env: MappedEnv, neutral: np.ndarray, c: IOCheckConfig
+    raw: SimEnv, env: MappedEnv, neutral: np.ndarray, c: IOCheckConfig
 ) -> tuple[np.ndarray, int]:
     """A reset state with no contact during the response window (responses are then nearly
     linear in the action); (state, seed), seed -1 when none of 20 seeds gives one."""
-    _, data = raw._mj()
+    data = raw.mj_data
     for seed in range(c.seed, c.seed + 20):
         raw.reset(seed=seed)
         start = raw.get_physics_state()
@@ -360,7 +360,7 @@ def _order_problems(drives: list[int], names: list[str]) -> list[Problem]:
 
 
 def _rollout_states(
-    raw: Any, reference_map: IOMap, io_map: IOMap, c: IOCheckConfig, bar: Any
+    raw: SimEnv, reference_map: IOMap, io_map: IOMap, c: IOCheckConfig, bar: Any
 ) -> tuple[np.ndarray, np.ndarray]:
     """Raw observations of short random rollouts, read through both maps."""
     rng = np.random.default_rng(c.seed)

@@ -113,6 +113,16 @@ class SimEnv(abc.ABC):
         return int(mujoco.mj_stateSize(model, PHYSICS_STATE_SIG))
 
     @property
+    def mj_model(self) -> mujoco.MjModel:
+        """The MuJoCo model behind the task (read it; change state through the methods)."""
+        return self._mj()[0]
+
+    @property
+    def mj_data(self) -> mujoco.MjData:
+        """The MuJoCo data behind the task (joint velocities, contacts, ...), for reading."""
+        return self._mj()[1]
+
+    @property
     def observation_sizes(self) -> tuple[int, ...]:
         """The size of each observation group, in the order of ``observation_names``.
 

@@ -61,6 +61,8 @@ def test_it_is_a_robot_that_names_its_raw_io(env: SimEnv) -> None:
     fields, actuators = describe_env(env)
     assert [n for n, _ in fields] == list(env.observation_names)
     assert actuators == list(env.actuator_names)
+    assert env.mj_model.nu == env.action_dim  # the public MuJoCo accessors (calibration reads)
+    assert env.mj_data.qvel.shape == (env.mj_model.nv,)
 
 
 def test_reset_and_step_return_finite_values_of_the_spec(env: SimEnv) -> None:
