@@ -36,7 +36,9 @@ def test_finetune_keeps_the_normaliser_and_pushes_into_a_running_node(tmp_path):
         save_episode(episode_file(tmp_path / "demos", i), e)
     for i, e in enumerate(linear_episodes(2, length=20, seed=6)):
         save_episode(episode_file(tmp_path / "labelled", i), e)
-    with NodeProcess(str(base), tmp_path / "node.log") as node:
+    # the node must opt in to remote reload, and only from where finetune writes
+    allow = ["--allow-reload", str(tmp_path / "ft")]
+    with NodeProcess(str(base), tmp_path / "node.log", allow) as node:
         node.start()
         finetune = _launch("finetune")
         rc = finetune.main(
