@@ -24,9 +24,9 @@ from controllers.timing import set_realtime_priority
 from mtm_robot.data.normalize import Normalizer
 from mtm_robot.model.mtm import MTM, DataSpec, ModelConfig
 from mtm_robot.report.page import hardware, write_section
-from mtm_robot.serving.client import NodeClient
 from mtm_robot.serving.process import NodeProcess
 from mtm_robot.training.checkpoint import load_checkpoint, save_checkpoint
+from mtm_robot_client import NodeClient
 from sim import registry
 
 RATES = (40, 100, 200, 300, 400, 600, 800, 1000)

@@ -234,7 +234,7 @@ def start_node(
 
 
 def single_client_latency(endpoint: str, n: int) -> tuple[Summary, dict[str, Any]]:
-    from mtm_robot.serving.client import NodeClient
+    from mtm_robot_client import NodeClient
 
     rng = np.random.default_rng(2)
     fields = request_fields(rng)
@@ -250,7 +250,7 @@ def concurrent_throughput(endpoint: str, clients: int, duration_s: float) -> dic
     """``clients`` DEALER clients, each with one request in flight, for ``duration_s``."""
     import zmq
 
-    from mtm_robot.serving.client import NodeClient
+    from mtm_robot_client import NodeClient
 
     context = zmq.Context()
     rng = np.random.default_rng(3)

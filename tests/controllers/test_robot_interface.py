@@ -27,8 +27,8 @@ from controllers.loop import Controller, ControllerConfig
 from controllers.robot import DescribedRobot, Robot
 from controllers.session import SessionConfig, run_session
 from mtm_robot.data.episodes import episode_paths, load_episode
-from mtm_robot.serving.client import NodeClient
 from mtm_robot.serving.process import NodeProcess
+from mtm_robot_client import NodeClient
 
 from .plant import PointMassPlant
 
