@@ -270,6 +270,8 @@ def collect_episodes(
                 "policy_id": policy_id,
                 "action_mode": "mean" if job.deterministic else "sample",
                 "control_hz": env.control_hz,
+                "action_low": [float(v) for v in env.action_low],
+                "action_high": [float(v) for v in env.action_high],
                 "seed": seed,
                 "dataset_seed": job.seed,
                 "episode_index": index,

@@ -92,6 +92,33 @@ class TrainConfig:
         one_of("precision", self.precision, ("auto", "bf16", "fp32"))
 
 
+def episode_task(episodes: Sequence[Episode]) -> str:
+    """The one task the episodes' metadata names, or "" when they name none or several."""
+    tasks = {str(e.meta["task"]) for e in episodes if e.meta.get("task")}
+    return tasks.pop() if len(tasks) == 1 else ""
+
+
+def episode_action_bounds(
+    episodes: Sequence[Episode], action_dim: int | None
+) -> dict[str, list[float]] | None:
+    """``{low, high}`` from the episodes' ``action_low``/``action_high`` metadata when every
+    episode that records them agrees (what the recorder and collect write), else None."""
+    seen = {
+        (tuple(map(float, e.meta["action_low"])), tuple(map(float, e.meta["action_high"])))
+        for e in episodes
+        if "action_low" in e.meta and "action_high" in e.meta
+    }
+    if len(seen) != 1:
+        if len(seen) > 1:
+            log.warning("episodes record %d different action bounds: none kept", len(seen))
+        return None
+    low, high = seen.pop()
+    if action_dim is not None and not (len(low) == len(high) == action_dim):
+        log.warning("action bounds of %d values for %d actions: ignored", len(low), action_dim)
+        return None
+    return {"low": list(low), "high": list(high)}
+
+
 def lr_multiplier(step: int, warmup: int, total: int, floor: float = 0.0) -> float:
     """Linear warm-up to 1, then cosine to ``floor`` at ``total`` (reference 5.1)."""
     if step < warmup:
@@ -174,6 +201,11 @@ class Trainer:
         self.data_rng = np.random.default_rng([config.seed, self.rank])
         self.step = 0
         self.provenance = dict(provenance or {})
+        source = initial.metadata if initial is not None else {}
+        self.task = config.task or episode_task(episodes) or str(source.get("task") or "")
+        self.action_bounds = episode_action_bounds(episodes, self.spec.modalities.get("actions"))
+        if self.action_bounds is None:
+            self.action_bounds = source.get("action_bounds")
         self._tb: Any = None
         if self.rank == 0:
             self.out.mkdir(parents=True, exist_ok=True)
@@ -235,7 +267,8 @@ class Trainer:
     def metadata(self) -> dict[str, Any]:
         return {
             "model_id": f"{self.config.model_id}@step{self.step}",
-            "task": self.config.task,
+            "task": self.task,
+            "action_bounds": self.action_bounds,
             "step": self.step,
             "return_stats": {k: v for k, v in self.data.stats.items() if k.startswith("return")},
             "error_normalizers": {
