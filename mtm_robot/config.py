@@ -181,11 +181,38 @@ def read_yaml(path: str | Path) -> Any:
         raise ConfigError(f"{path}: cannot read the config file ({exc})") from exc
 
 
+#: The presets shipped with the package: ``--config NAME`` is ``PRESETS / "NAME.yaml"``
+#: (``launch/configs`` in a checkout is a link to this folder).
+PRESETS = Path(__file__).resolve().parent / "configs"
+
+
+def preset_names() -> list[str]:
+    """The names of the shipped presets (``--config NAME``)."""
+    return sorted(p.stem for p in PRESETS.glob("*.yaml"))
+
+
+def preset_path(path: str | Path) -> Path:
+    """A config file: ``path`` when it exists or names a folder, else the shipped preset of
+    that name (``mtm_walker`` or ``mtm_walker.yaml``); a bare name that is neither is a
+    :class:`ConfigError` listing the presets."""
+    path = Path(path)
+    if path.exists() or len(path.parts) != 1:
+        return path
+    shipped = PRESETS / (path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml")
+    if shipped.is_file():
+        return shipped
+    raise ConfigError(
+        f"config {path}: no such file, and no shipped preset of that name; give a YAML file "
+        f"or one of the presets: {', '.join(preset_names())}"
+    )
+
+
 def load_config(cls: type[T], path: str | Path | None = None, overrides: list[str] = ()) -> T:  # type: ignore[assignment]
-    """Load dataclass ``cls`` from a YAML file (or its defaults) plus ``--set`` overrides."""
+    """Load dataclass ``cls`` from a YAML file or a shipped preset's name (or its defaults)
+    plus ``--set`` overrides."""
     data: dict[str, Any] = {}
     if path is not None:
-        path = Path(path)
+        path = preset_path(path)
         loaded = read_yaml(path)
         if loaded is not None and not isinstance(loaded, dict):
             raise ConfigError(f"{path}: expected a mapping at the top level")

@@ -73,6 +73,14 @@ RULES = [
         "metadata (mtm_robot.checkpoint_meta) needs no deep-learning stack",
     ),
     Rule(
+        "package-no-launch",
+        ("mtm_robot", "sim"),
+        ("launch",),
+        "the installed package works without a checkout: launch/*.py are shims over "
+        "mtm_robot.cli, never the reverse (tests/test_installable.py checks paths too)",
+        runtime=False,  # importing every module of the package loads torch: slow, and static
+    ),
+    Rule(
         "checkpoint-metadata-no-torch",
         ("mtm_robot.checkpoint_meta",),
         ("torch",),

@@ -34,14 +34,14 @@ from typing import Any
 
 import torch
 
-from mtm_robot.config import load_config, save_config
+from mtm_robot.config import PRESETS, load_config, save_config
 from mtm_robot.data.episodes import Episode, load_episodes
 from mtm_robot.training.baselines import BASELINE_TASKS, BaselineConfig, train_baseline
 from mtm_robot.training.train import TrainConfig, Trainer
 
 TASK = "walker-walk"
-#: The shipped MTM configuration the studies train (in the checkout beside the package).
-MTM_CONFIG = Path(__file__).resolve().parents[2] / "launch/configs/mtm_walker.yaml"
+#: The shipped MTM configuration the studies train (a preset shipped with the package).
+MTM_CONFIG = PRESETS / "mtm_walker.yaml"
 #: Where the walker-walk stores expert/, medium/, ... are (docs/datasets.md): ``--data-root``,
 #: else ``MTM_DATA_ROOT``, else ``data/walker`` under the current directory.
 DATA_ROOT = Path(os.environ.get("MTM_DATA_ROOT", "data/walker"))

@@ -27,7 +27,9 @@ from mtm_robot.errors import MTMRobotError
 from mtm_robot_client import NodeClient, NodeTimeoutError
 
 log = logging.getLogger(__name__)
-SERVE_SCRIPT = Path(__file__).resolve().parents[2] / "launch" / "serve.py"
+#: How the node starts: ``python -m mtm_robot.serving`` (the ``mtm-serve`` command), so an
+#: installed package starts it as a checkout does.
+SERVE_MODULE = "mtm_robot.serving"
 
 
 #: prctl(2) option: the signal this process gets when its parent (thread) ends.
@@ -99,7 +101,7 @@ def free_loopback_port() -> int:
 
 
 class NodeProcess:
-    """``python launch/serve.py`` in a child process on a free loopback port."""
+    """``python -m mtm_robot.serving`` (the node) in a child process on a free loopback port."""
 
     def __init__(
         self,
@@ -126,7 +128,8 @@ class NodeProcess:
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         cmd = [
             sys.executable,
-            str(SERVE_SCRIPT),
+            "-m",
+            SERVE_MODULE,
             "--checkpoint",
             self.checkpoint,
             "--bind",

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import importlib.util
+import importlib
 import os
 import signal
 import subprocess
@@ -32,11 +32,8 @@ DIM = 24  # walker-walk
 
 
 def _launch(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, ROOT / "launch" / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    """The command's module in the package (``launch/<name>.py`` is a shim over it)."""
+    return importlib.import_module(f"mtm_robot.cli.{name}")
 
 
 def _wait_for(condition: Callable[[], bool], timeout_s: float = 10.0) -> None:

@@ -1,5 +1,6 @@
-"""What every command-line entry point in ``launch/`` shares: the error exit, overrides and
-output-folder checks.
+"""The command-line entry points: one module per command (``mtm_robot.cli.sim_control`` is
+``mtm-sim-control``, and ``python launch/sim_control.py`` from a checkout), and here what they
+all share: the error exit, overrides and output-folder checks.
 
 Exit status of every launcher: 0 done, 1 the job ran and found a problem it reports (e.g. a
 failed I/O map check), 2 bad input: a message on stderr, ``error: ...`` on one line, naming the
