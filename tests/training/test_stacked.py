@@ -53,7 +53,7 @@ def test_stacked_loss_curves_and_checkpoints_equal_separate_training(tmp_path):
     for m in members:
         trainer = Trainer(_seeded(_config(), m.seed), m.episodes, tmp_path / f"alone{m.seed}")
         separate.append((trainer, [trainer.train_step() for _ in range(STEPS)]))
-    stacked = StackedTrainer(_config(), members)
+    stacked = StackedTrainer(_config(), members, chunk_size=2)  # chunks of 2 and 1 members
     curves = [stacked.train_step() for _ in range(STEPS)]  # STEPS x K records
     for i, (_, alone) in enumerate(separate):
         want = np.array([r["loss"] for r in alone])
@@ -119,3 +119,16 @@ def test_members_must_share_one_data_spec_and_have_their_own_directories(tmp_pat
         e.states = np.concatenate([e.states, e.states], axis=1)
     with pytest.raises(ConfigError, match="one data spec"):
         StackedTrainer(_config(), [Member(0, a, tmp_path / "y"), Member(1, wide, tmp_path / "z")])
+
+
+@pytest.mark.slow
+def test_run_logs_validates_and_checkpoints_every_member(tmp_path):
+    config = _config(4)
+    config.model.dropout = 0.1  # the loop with dropout: members still train and save
+    stacked = StackedTrainer(config, _members(tmp_path))
+    metrics = stacked.run(progress=False)
+    assert len(metrics) == 3 and all("inverse_dynamics_error" in m for m in metrics)
+    for member in _members(tmp_path):
+        rows = (member.out_dir / "metrics.jsonl").read_text().splitlines()
+        assert rows and all('"step": 4' in row for row in rows)
+        assert load_checkpoint(member.out_dir / "checkpoints" / "step_4").metadata["step"] == 4
