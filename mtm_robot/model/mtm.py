@@ -6,7 +6,10 @@ shared by the whole batch and takes the *compact* path (the reference's formulat
 encoder only sees the visible tokens). A mask of shape (B, L) is per sample and takes the
 *padded* path: every token enters the encoder but attention only reaches visible keys, so
 visible-token outputs equal the compact path, and one fixed-shape forward serves a batch that
-mixes modes and context lengths. See ``../shared/reference/mtm.md`` sections 2-3.
+mixes modes and context lengths. After the paper (Wu et al., "Masked Trajectory Models for
+Prediction, Representation, and Control", ICML 2023, arXiv 2305.02968) and its code
+(github.com/facebookresearch/mtm, ``research/mtm/models/mtm_model.py`` and
+``research/mtm/tokenizers/``).
 """
 
 from __future__ import annotations
@@ -255,7 +258,3 @@ def reconstruction_loss(
         per_modality[name] = value
         total = total + value
     return total, per_modality
-
-
-def count_parameters(model: nn.Module) -> int:
-    return sum(p.numel() for p in model.parameters())
