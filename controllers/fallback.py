@@ -14,7 +14,10 @@ import numpy as np
 
 from mtm_robot.config import at_least
 
+#: What answered a tick: the model's reply, or a rung of the ladder (in order).
 LEVELS = ("model", "chunk", "hold", "decay", "safe")
+MODEL_LEVEL = LEVELS[0]
+FALLBACK_LEVELS = LEVELS[1:]
 
 
 @dataclass

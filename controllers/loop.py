@@ -28,12 +28,12 @@ import logging
 import math
 import time
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
 import numpy as np
 
-from controllers.fallback import FallbackConfig, FallbackLadder
+from controllers.fallback import FALLBACK_LEVELS, MODEL_LEVEL, FallbackConfig, FallbackLadder
 from controllers.recorder import EpisodeRecorder
 from controllers.reference import ReferenceTrajectory
 from controllers.robot import Robot
@@ -112,38 +112,55 @@ class ControllerConfig:
         )
 
 
+@dataclass(frozen=True)
+class TickRecord:
+    """What one tick did: one row of :class:`TickLog`."""
+
+    t_s: float  # when the tick started
+    period_s: float  # since the previous tick started (the nominal period on the first)
+    lateness_s: float
+    latency_s: float  # nan when no reply in time
+    level: str  # one of controllers.fallback.LEVELS
+    model_id: str  # "" when a fallback level answered
+    requested: np.ndarray
+    applied: np.ndarray
+    surprise: float  # nan when there was no prediction
+    reward: float  # nan when the robot gives no reward
+    skipped: int
+    node_down: bool  # the watched node was dead this tick
+
+
 @dataclass
 class TickLog:
-    """Per-tick telemetry, as parallel lists (turned into arrays by :meth:`arrays`)."""
+    """An episode's per-tick telemetry: one list per :class:`TickRecord` field."""
 
     t_s: list[float] = field(default_factory=list)
     period_s: list[float] = field(default_factory=list)
     lateness_s: list[float] = field(default_factory=list)
-    latency_s: list[float] = field(default_factory=list)  # nan when no reply in time
-    level: list[str] = field(default_factory=list)  # model | chunk | hold | decay | safe
+    latency_s: list[float] = field(default_factory=list)
+    level: list[str] = field(default_factory=list)
     model_id: list[str] = field(default_factory=list)
     requested: list[np.ndarray] = field(default_factory=list)
     applied: list[np.ndarray] = field(default_factory=list)
-    surprise: list[float] = field(default_factory=list)  # nan when there was no prediction
+    surprise: list[float] = field(default_factory=list)
     reward: list[float] = field(default_factory=list)
     skipped: list[int] = field(default_factory=list)
-    node_down: list[bool] = field(default_factory=list)  # the watched node was dead this tick
+    node_down: list[bool] = field(default_factory=list)
+
+    def append(self, tick: TickRecord) -> None:
+        for name in _TICK_FIELDS:
+            getattr(self, name).append(getattr(tick, name))
 
     def arrays(self) -> dict[str, np.ndarray]:
+        """The columns as arrays (what ``telemetry_NNN.npz`` holds)."""
         return {
-            "t_s": np.asarray(self.t_s),
-            "period_s": np.asarray(self.period_s),
-            "lateness_s": np.asarray(self.lateness_s),
-            "latency_s": np.asarray(self.latency_s),
-            "level": np.asarray(self.level, dtype="U8"),
-            "model_id": np.asarray(self.model_id, dtype="U64"),
-            "requested": np.asarray(self.requested),
-            "applied": np.asarray(self.applied),
-            "surprise": np.asarray(self.surprise),
-            "reward": np.asarray(self.reward),
-            "skipped": np.asarray(self.skipped),
-            "node_down": np.asarray(self.node_down, dtype=bool),
+            name: np.asarray(getattr(self, name), dtype=_TICK_DTYPES.get(name))
+            for name in _TICK_FIELDS
         }
+
+
+_TICK_FIELDS = tuple(f.name for f in fields(TickRecord))
+_TICK_DTYPES: dict[str, Any] = {"level": "U8", "model_id": "U64", "node_down": bool}
 
 
 @dataclass
@@ -172,10 +189,8 @@ class EpisodeResult:
             "seed": self.seed,
             "return": self.episode_return,
             "ticks": self.ticks,
-            "deadline_misses": int(np.sum(levels != "model")),
-            "fallback_ticks": {
-                lv: int(np.sum(levels == lv)) for lv in ("chunk", "hold", "decay", "safe")
-            },
+            "deadline_misses": int(np.sum(levels != MODEL_LEVEL)),
+            "fallback_ticks": {lv: int(np.sum(levels == lv)) for lv in FALLBACK_LEVELS},
             "skipped_ticks": int(tel["skipped"].sum()) if len(tel["skipped"]) else 0,
             "latency_ms_p50": _pct(latency, 50) * 1e3,
             "latency_ms_p99": _pct(latency, 99) * 1e3,
@@ -189,6 +204,50 @@ class EpisodeResult:
 
 def _pct(x: np.ndarray, q: float) -> float:
     return float(np.percentile(x, q)) if len(x) else float("nan")
+
+
+@dataclass
+class _Episode:
+    """A running episode: the loop's state between ticks, and what the result keeps."""
+
+    timer: LoopTimer
+    safety: SafetyLimits
+    ladder: FallbackLadder
+    state: np.ndarray  # the current observation
+    last_applied: np.ndarray
+    history_states: deque[np.ndarray]  # the last ``history`` executed (state, action) pairs
+    history_actions: deque[np.ndarray]
+    predicted_next: np.ndarray | None = None  # the last reply's prediction of this state
+    previous_start_s: float | None = None
+    step: int = 0
+    terminated: bool = False
+    truncated: bool = False
+    ended_by: str = ""
+    states: list[np.ndarray] = field(default_factory=list)
+    actions: list[np.ndarray] = field(default_factory=list)
+    rewards: list[float] = field(default_factory=list)
+    physics: list[np.ndarray] = field(default_factory=list)
+    telemetry: TickLog = field(default_factory=TickLog)
+
+    def advance(
+        self,
+        applied: np.ndarray,
+        reward: float,
+        snapshot: np.ndarray | None,
+        step: tuple[np.ndarray, bool, bool],
+    ) -> None:
+        """Keep the executed (state, action, reward) and move on to the next state."""
+        next_state, self.terminated, self.truncated = step
+        self.states.append(self.state)
+        self.actions.append(applied)
+        self.rewards.append(reward)
+        if snapshot is not None:
+            self.physics.append(snapshot)
+        self.history_states.append(self.state)
+        self.history_actions.append(applied)
+        self.last_applied = applied
+        self.state = next_state
+        self.step += 1
 
 
 class Controller:
@@ -238,6 +297,147 @@ class Controller:
         self.link_errors = 0  # requests that could not be sent (node unreachable)
         self.error_replies = 0  # replies with an error status (expired, bad request, ...)
 
+    def run_episode(self, seed: int) -> EpisodeResult:
+        """One episode from ``env.reset(seed=seed)`` until the robot ends it, ``max_steps``
+        ticks have run, or the watched node is lost (``ended_by`` says so)."""
+        episode = self._begin(seed)
+        while not self._finished(episode):
+            episode.ended_by = self._node_lost()
+            if episode.ended_by:
+                break  # realtime: the fallback cannot stand in for a node that will not return
+            try:
+                self._tick(episode)
+            except NodeLostError as exc:
+                episode.ended_by = str(exc)
+                break
+        self._end_recording(episode)
+        return self._result(seed, episode)
+
+    def _begin(self, seed: int) -> _Episode:
+        """Reset the robot (and the reference, the recording) and start a fresh schedule."""
+        c = self.config
+        if self.reference is not None:
+            self.reference.reset()
+        state, _ = self.env.reset(seed=seed)
+        if self.recorder is not None:
+            self.recorder.begin(
+                {
+                    "task": self.env.task,
+                    "source": "controller",
+                    "seed": seed,
+                    "control_hz": self.rate_hz,
+                    "mode": c.mode,
+                    "target_return": c.target_return,
+                }
+            )
+        return _Episode(
+            timer=LoopTimer(self.rate_hz, self.clock),
+            safety=SafetyLimits(self.env.action_low, self.env.action_high, c.max_action_delta),
+            ladder=FallbackLadder(c.fallback, self.neutral, self.safe),
+            state=state,
+            last_applied=self.neutral.copy(),
+            history_states=deque(maxlen=c.history),
+            history_actions=deque(maxlen=c.history),
+        )
+
+    def _finished(self, episode: _Episode) -> bool:
+        max_steps = self.config.max_steps
+        return (
+            episode.terminated or episode.truncated or bool(max_steps and episode.step >= max_steps)
+        )
+
+    def _tick(self, episode: _Episode) -> None:
+        """Wait for the tick, ask the policy, apply its action or fall back, step, record."""
+        tick = episode.timer.wait()
+        surprise = self._surprise(episode.state, episode.predicted_next)
+        reply, latency, node_down = self._ask(episode)  # raises NodeLostError
+        requested, level, model_id = self._answer(episode, reply)
+        applied = episode.safety.apply(requested, episode.last_applied, self.neutral)
+        snapshot = self.env.get_physics_state() if self.keep_physics else None
+        next_state, reward, terminated, truncated, _ = self.env.step(applied)
+        if self.recorder is not None:
+            self.recorder.record(
+                episode.state,
+                applied,
+                reward,  # None (a robot without a reward): the episode stores no rewards
+                snapshot,
+                tick.started_s,
+                latency_s=latency,
+                level=level,
+                model_id=model_id,
+                requested=requested,
+                surprise=surprise,
+            )
+        reward_value = float("nan") if reward is None else float(reward)
+        previous = episode.previous_start_s
+        episode.telemetry.append(
+            TickRecord(
+                t_s=tick.started_s,
+                period_s=episode.timer.period_s if previous is None else tick.started_s - previous,
+                lateness_s=tick.lateness_s,
+                latency_s=latency,
+                level=level,
+                model_id=model_id,
+                requested=np.asarray(requested, np.float64),
+                applied=applied,
+                surprise=surprise,
+                reward=reward_value,
+                skipped=tick.skipped,
+                node_down=node_down,
+            )
+        )
+        episode.previous_start_s = tick.started_s
+        if not self.config.realtime:
+            assert isinstance(self.clock, SimulatedClock)
+            self.clock.advance(episode.timer.period_s)
+        episode.advance(applied, reward_value, snapshot, (next_state, terminated, truncated))
+
+    def _surprise(self, state: np.ndarray, predicted: np.ndarray | None) -> float:
+        """RMS of (observed - predicted) state, in normaliser units; nan without a prediction."""
+        if predicted is None:
+            return float("nan")
+        diff = state - predicted
+        if self.state_scale is not None:
+            diff = diff / self.state_scale
+        return float(np.sqrt(np.mean(diff**2)))
+
+    def _ask(self, episode: _Episode) -> tuple[Reply | None, float, bool]:
+        """Request this tick's action within its budget (lockstep: the generous timeout).
+
+        Returns the reply (None: none in time), its latency in seconds (nan without a good
+        reply) and whether the watched node was down at any point of the tick.
+        """
+        c = self.config
+        budget_end = episode.timer.next_deadline() - c.deadline_margin_ms / 1e3
+        sent = self.clock.now()
+        sent_wall = time.perf_counter()
+        timeout_ms = (
+            c.lockstep_timeout_ms if not c.realtime else max(0.0, (budget_end - sent) * 1e3)
+        )
+        request_fields = self._fields(
+            episode.step, episode.state, episode.history_states, episode.history_actions
+        )
+        generation = self.node.generation if self.node is not None else 0
+        node_down = self.node is not None and self.node.down
+        reply = self._request(episode.state, timeout_ms, request_fields)
+        if self.node is not None:  # down at any point of this tick
+            node_down |= self.node.down or self.node.generation != generation
+        ok = reply is not None and reply.ok
+        latency = time.perf_counter() - sent_wall if ok else float("nan")
+        return reply, latency, node_down
+
+    def _answer(self, episode: _Episode, reply: Reply | None) -> tuple[np.ndarray, str, str]:
+        """The requested action, its level and model id: the reply's, else the fallback's."""
+        episode.predicted_next = None
+        if reply is None or not reply.ok:
+            requested, level = episode.ladder.on_miss(episode.last_applied)
+            return requested, level, ""
+        requested = np.asarray(reply.action, np.float64)
+        episode.ladder.on_reply(reply.action_chunk)
+        if len(reply.next_states):
+            episode.predicted_next = np.asarray(reply.next_states[0], np.float64)
+        return requested, MODEL_LEVEL, reply.model_id
+
     def _fields(self, step: int, state: np.ndarray, hs: deque, ha: deque) -> dict[str, Any]:
         c = self.config
         fields: dict[str, Any] = {}
@@ -250,6 +450,34 @@ class Controller:
             assert self.reference is not None
             fields["future_states"] = self.reference.desired(step, state, c.future_states)
         return fields
+
+    def _end_recording(self, episode: _Episode) -> None:
+        if self.recorder is None:
+            return
+        policy_ids = sorted(set(episode.telemetry.model_id) - {""})
+        self.recorder.end(
+            terminated=bool(episode.terminated),
+            truncated=bool(episode.truncated),
+            policy_id=",".join(policy_ids),
+            **({"ended_by": episode.ended_by} if episode.ended_by else {}),
+        )
+
+    def _result(self, seed: int, episode: _Episode) -> EpisodeResult:
+        physics = episode.physics
+        return EpisodeResult(
+            seed,
+            float(np.sum(episode.rewards)),
+            episode.step,
+            bool(episode.terminated),
+            bool(episode.truncated),
+            np.asarray(episode.states),
+            np.asarray(episode.actions),
+            np.asarray(episode.rewards),
+            np.asarray(physics) if physics and len(physics) == episode.step else None,
+            episode.telemetry,
+            episode.timer.period_s,
+            episode.ended_by,
+        )
 
     def _node_lost(self) -> str:
         return self.node.lost_reason if self.node is not None else ""
@@ -307,139 +535,3 @@ class Controller:
             if not watched or time.perf_counter() > give_up:
                 self.policy.abandon(rid)
                 return None
-
-    def run_episode(self, seed: int) -> EpisodeResult:
-        c = self.config
-        timer = LoopTimer(self.rate_hz, self.clock)
-        period = 1.0 / self.rate_hz
-        safety = SafetyLimits(self.env.action_low, self.env.action_high, c.max_action_delta)
-        ladder = FallbackLadder(c.fallback, self.neutral, self.safe)
-        if self.reference is not None:
-            self.reference.reset()
-        state, _ = self.env.reset(seed=seed)
-        if self.recorder is not None:
-            self.recorder.begin(
-                {
-                    "task": self.env.task,
-                    "source": "controller",
-                    "seed": seed,
-                    "control_hz": self.rate_hz,
-                    "mode": c.mode,
-                    "target_return": c.target_return,
-                }
-            )
-        hs: deque[np.ndarray] = deque(maxlen=c.history)
-        ha: deque[np.ndarray] = deque(maxlen=c.history)
-        log_ = TickLog()
-        states, actions, rewards = [], [], []
-        physics: list[np.ndarray] = []
-        last_applied = self.neutral.copy()
-        predicted_next: np.ndarray | None = None
-        previous_start: float | None = None
-        terminated = truncated = False
-        step = 0
-        ended_by = ""
-        while not (terminated or truncated) and not (c.max_steps and step >= c.max_steps):
-            if ended_by := self._node_lost():
-                break  # realtime: the fallback cannot stand in for a node that will not return
-            tick = timer.wait()
-            surprise = float("nan")
-            if predicted_next is not None:
-                diff = state - predicted_next
-                if self.state_scale is not None:
-                    diff = diff / self.state_scale
-                surprise = float(np.sqrt(np.mean(diff**2)))
-            budget_end = timer.next_deadline() - c.deadline_margin_ms / 1e3
-            sent = self.clock.now()
-            sent_wall = time.perf_counter()
-            timeout_ms = (
-                c.lockstep_timeout_ms if not c.realtime else max(0.0, (budget_end - sent) * 1e3)
-            )
-            fields = self._fields(step, state, hs, ha)
-            generation = self.node.generation if self.node is not None else 0
-            node_down = self.node is not None and self.node.down
-            try:
-                reply = self._request(state, timeout_ms, fields)
-            except NodeLostError as exc:
-                ended_by = str(exc)
-                break
-            if self.node is not None:  # down at any point of this tick
-                node_down |= self.node.down or self.node.generation != generation
-            latency = float("nan")
-            model_id = ""
-            predicted_next = None
-            if reply is not None and reply.ok:
-                latency = time.perf_counter() - sent_wall
-                requested = np.asarray(reply.action, np.float64)
-                ladder.on_reply(reply.action_chunk)
-                level, model_id = "model", reply.model_id
-                if len(reply.next_states):
-                    predicted_next = np.asarray(reply.next_states[0], np.float64)
-            else:
-                requested, level = ladder.on_miss(last_applied)
-            applied = safety.apply(requested, last_applied, self.neutral)
-            states.append(state)
-            snapshot = self.env.get_physics_state() if self.keep_physics else None
-            if snapshot is not None:
-                physics.append(snapshot)
-            next_state, reward, terminated, truncated, _ = self.env.step(applied)
-            if self.recorder is not None:
-                self.recorder.record(
-                    state,
-                    applied,
-                    reward,  # None (a robot without a reward): the episode stores no rewards
-                    snapshot,
-                    tick.started_s,
-                    latency_s=latency,
-                    level=level,
-                    model_id=model_id,
-                    requested=requested,
-                    surprise=surprise,
-                )
-            actions.append(applied)
-            rewards.append(float("nan") if reward is None else float(reward))
-            hs.append(state)
-            ha.append(applied)
-            log_.t_s.append(tick.started_s)
-            log_.period_s.append(
-                period if previous_start is None else tick.started_s - previous_start
-            )
-            previous_start = tick.started_s
-            log_.lateness_s.append(tick.lateness_s)
-            log_.latency_s.append(latency)
-            log_.level.append(level)
-            log_.model_id.append(model_id)
-            log_.requested.append(np.asarray(requested, np.float64))
-            log_.applied.append(applied)
-            log_.surprise.append(surprise)
-            log_.reward.append(rewards[-1])
-            log_.skipped.append(tick.skipped)
-            log_.node_down.append(node_down)
-            if not c.realtime:
-                assert isinstance(self.clock, SimulatedClock)
-                self.clock.advance(period)
-            last_applied = applied
-            state = next_state
-            step += 1
-        if self.recorder is not None:
-            policy_ids = sorted(set(log_.model_id) - {""})
-            self.recorder.end(
-                terminated=bool(terminated),
-                truncated=bool(truncated),
-                policy_id=",".join(policy_ids),
-                **({"ended_by": ended_by} if ended_by else {}),
-            )
-        return EpisodeResult(
-            seed,
-            float(np.sum(rewards)),
-            step,
-            bool(terminated),
-            bool(truncated),
-            np.asarray(states),
-            np.asarray(actions),
-            np.asarray(rewards),
-            np.asarray(physics) if physics and len(physics) == step else None,
-            log_,
-            period,
-            ended_by,
-        )
