@@ -11,6 +11,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +21,8 @@ import yaml
 from safetensors import SafetensorError, safe_open
 
 from mtm_robot.errors import CheckpointError
+
+log = logging.getLogger(__name__)
 
 FORMAT_VERSION = 1
 METADATA_FILE = "checkpoint.yaml"
@@ -53,6 +58,31 @@ def read_metadata(directory: str | Path) -> dict[str, Any]:
     if version != FORMAT_VERSION:
         raise CheckpointError(f"{path}: format_version {version!r}, expected {FORMAT_VERSION}")
     return meta
+
+
+def action_bounds(
+    metadata: Mapping[str, Any], action_dim: int
+) -> tuple[list[float], list[float]] | None:
+    """``(low, high)`` from a checkpoint's (or a node's ``metadata`` reply's) ``action_bounds``,
+    or None when it records none; malformed bounds (not ``action_dim`` finite numbers each,
+    low <= high) are logged and ignored."""
+    bounds = metadata.get("action_bounds")
+    if bounds is None:
+        return None
+    low = bounds.get("low") if isinstance(bounds, Mapping) else None
+    high = bounds.get("high") if isinstance(bounds, Mapping) else None
+    try:
+        lo = [float(x) for x in low]  # type: ignore[union-attr]
+        hi = [float(x) for x in high]  # type: ignore[union-attr]
+    except (TypeError, ValueError):
+        lo = hi = []
+    well_formed = len(lo) == len(hi) == action_dim and all(
+        math.isfinite(a) and math.isfinite(b) and a <= b for a, b in zip(lo, hi)
+    )
+    if not well_formed:
+        log.warning("action_bounds malformed (expected %d finite low <= high): ignored", action_dim)
+        return None
+    return lo, hi
 
 
 def resolve_checkpoint_path(path: str | Path) -> Path:

@@ -14,10 +14,11 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from mtm_robot.inference import Context, Predictor
+from mtm_robot.inference import Context, Prediction, Predictor
 from mtm_robot.return_target import default_return_target
 from mtm_robot.training.baselines import Baseline
 
@@ -37,10 +38,6 @@ class MTMPolicy:
     future_states: FutureStates | None = None
     model_id: str = ""  # the checkpoint's, for reports
 
-    def __post_init__(self) -> None:
-        if self.mode == "inverse_dynamics" and self.future_states is None:
-            raise ValueError("inverse_dynamics needs future_states (desired next states)")
-
     @classmethod
     def from_checkpoint(
         cls,
@@ -59,6 +56,53 @@ class MTMPolicy:
         model_id = str(loaded.metadata.get("model_id", ""))
         return cls(predictor, mode, target, future_states=future_states, model_id=model_id)
 
+    def context(
+        self,
+        episode: int,
+        step: int,
+        state: np.ndarray,
+        history_states: np.ndarray,
+        history_actions: np.ndarray,
+        **inputs: Any,
+    ) -> Context:
+        """The request for one episode's state and history: the one home of building an MTM
+        request from a history, for this batched adapter and the single-episode
+        :class:`mtm_robot.policy.Policy`. ``inputs`` (``return_target`` in model units,
+        ``future_states``, ``goal_state``, ``planned_actions``) override the policy's own."""
+        if inputs.get("return_target") is None:
+            inputs["return_target"] = self.return_target
+        if inputs.get("future_states") is None and self.future_states is not None:
+            inputs["future_states"] = self.future_states(episode, step, state)
+        if self.mode == "inverse_dynamics" and inputs.get("future_states") is None:
+            raise ValueError("inverse_dynamics needs future_states (desired next states)")
+        return Context(
+            self.mode,
+            state,
+            history_states if len(history_states) else None,
+            history_actions if len(history_actions) else None,
+            **inputs,
+        )
+
+    def predict(
+        self,
+        episodes: Sequence[int],
+        step: int,
+        states: np.ndarray,
+        history_states: Sequence[np.ndarray],
+        history_actions: Sequence[np.ndarray],
+        inputs: Sequence[dict[str, Any]] | None = None,
+    ) -> list[Prediction]:
+        """Every episode's prediction in one batched forward; ``inputs`` per episode as in
+        :meth:`context`."""
+        per_episode = inputs if inputs is not None else [{} for _ in episodes]
+        contexts = [
+            self.context(episode, step, state, hs, ha, **extra)
+            for episode, state, hs, ha, extra in zip(
+                episodes, states, history_states, history_actions, per_episode
+            )
+        ]
+        return self.predictor.predict_batch(contexts)
+
     def act(
         self,
         episodes: Sequence[int],
@@ -67,22 +111,8 @@ class MTMPolicy:
         history_states: Sequence[np.ndarray],
         history_actions: Sequence[np.ndarray],
     ) -> np.ndarray:
-        contexts = []
-        for episode, state, hs, ha in zip(episodes, states, history_states, history_actions):
-            future = None
-            if self.future_states is not None:
-                future = self.future_states(episode, step, state)
-            contexts.append(
-                Context(
-                    self.mode,
-                    state,
-                    hs if len(hs) else None,
-                    ha if len(ha) else None,
-                    return_target=self.return_target,
-                    future_states=future,
-                )
-            )
-        return np.stack([p.action for p in self.predictor.predict_batch(contexts)])
+        predictions = self.predict(episodes, step, states, history_states, history_actions)
+        return np.stack([p.action for p in predictions])
 
 
 @dataclass

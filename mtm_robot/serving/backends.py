@@ -23,6 +23,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from mtm_robot.checkpoint_meta import action_bounds
 from mtm_robot.errors import ConfigError
 from mtm_robot.inference import Context, ForwardFn, Prediction, Predictor, torch_forward
 from mtm_robot.model.mtm import MTM
@@ -209,15 +210,11 @@ class Engine:
         The node reports the bounds and never clips (``clipped: false``): clipping, rate
         limits and fallbacks belong to the controller (``controllers/safety.py``).
         """
-        bounds = self.checkpoint.metadata.get("action_bounds")
         da = self.checkpoint.spec.modalities["actions"]
-        if not isinstance(bounds, dict):
+        bounds = action_bounds(self.checkpoint.metadata, da)
+        if bounds is None:
             return None
-        low, high = bounds.get("low"), bounds.get("high")
-        if not (isinstance(low, list) and isinstance(high, list) and len(low) == len(high) == da):
-            log.warning("checkpoint action_bounds malformed (expected %d low/high): ignored", da)
-            return None
-        return {"low": [float(x) for x in low], "high": [float(x) for x in high], "clipped": False}
+        return {"low": bounds[0], "high": bounds[1], "clipped": False}
 
     def metadata(self) -> dict[str, Any]:
         """The body of a ``metadata`` reply."""
