@@ -110,8 +110,9 @@ def load_minari(path: str | Path) -> list[Episode]:
 
 
 SUPPORTED_SOURCES = (
-    "an episode-store folder (episode_*.npz), a D4RL-style .hdf5/.h5 file, or a Minari "
-    "dataset (a folder with main_data.hdf5 or data/main_data.hdf5)"
+    "an episode-store folder (episode_*.npz), a D4RL-style .hdf5/.h5 file, a Minari "
+    "dataset (a folder with main_data.hdf5 or data/main_data.hdf5), or a LeRobot dataset "
+    "folder (meta/info.json)"
 )
 
 
@@ -129,6 +130,10 @@ def load_source(path: str | Path) -> list[Episode]:
     if not path.exists():
         raise DataError(f"{path} does not exist; expected {SUPPORTED_SOURCES}")
     if path.is_dir():
+        if (path / "meta" / "info.json").is_file():
+            from mtm_robot.data.lerobot import load_lerobot  # pyarrow: the lerobot extra
+
+            return load_lerobot(path)
         store = episode_paths(path)
         if store:
             episodes = []
