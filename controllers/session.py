@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -155,21 +156,108 @@ def _load_reference(c: SessionConfig, task: str) -> ReferenceTrajectory:
         raise MTMRobotError(f"bad reference file: {exc}") from exc
 
 
+@dataclass(frozen=True)
+class EpisodeDone:
+    """One finished episode of a session, as handed to ``run_session``'s ``on_episode``."""
+
+    index: int  # 0-based
+    episodes: int  # how many the session runs
+    result: EpisodeResult
+    summary: dict[str, Any]  # result.summary() plus normalized_score
+
+    def line(self) -> str:
+        """One progress line: ``episode 1/3: return 950.2 (score 95.0), 0 misses``."""
+        return (
+            f"episode {self.index + 1}/{self.episodes}: return {self.result.episode_return:.1f} "
+            f"(score {self.summary['normalized_score']:.1f}), "
+            f"{self.summary['deadline_misses']} misses"
+        )
+
+
+@dataclass
+class _Opened:
+    """What a session opens and must close, in order (:meth:`close`)."""
+
+    env: Robot
+    owns_env: bool  # the session built it; a robot passed in stays the caller's
+    node: NodeProcess | None = None
+    watch: NodeSupervisor | None = None
+    recorder: EpisodeRecorder | None = None
+
+    def close(self) -> None:
+        if self.recorder is not None:
+            self.recorder.close()
+            if self.recorder.dropped_steps:
+                log.warning("recorder dropped %d steps (queue full)", self.recorder.dropped_steps)
+        if self.watch is not None:  # first: stopping the node is not a death
+            self.watch.close()
+        if self.node is not None:
+            self.node.stop()
+        if self.owns_env:
+            self.env.close()
+
+
 def run_session(
     config: SessionConfig,
     run_dir: Path,
     progress: bool = True,
     robot: Robot | None = None,
     keep_physics: bool = True,
+    on_episode: Callable[[EpisodeDone], None] | None = None,
 ) -> SessionResult:
     """Run the episodes; raises a clear error for anything wrong before the loop starts.
 
+    ``progress``: log one line per episode (INFO). ``on_episode``: called after each episode
+    (a launcher prints :meth:`EpisodeDone.line`).
     ``robot``: drive this robot (any :class:`~controllers.robot.Robot`; the caller owns and
     closes it) instead of building ``config.task`` from the simulator registry.
     ``keep_physics``: keep every tick's physics state in the episode results (a simulator's,
     for a video afterwards); a recording stores it either way, and a robot without one has none.
     """
     c = config
+    env, reference = _open_robot(c, robot)
+    task = env.task
+    opened = _Opened(env, owns_env=robot is None)
+    start = time.perf_counter()
+    try:
+        endpoint, metadata = _start_node(c, run_dir, opened)
+        _check_before_loop(c, env, metadata, reference)
+        _configure_control(c, metadata)
+        if c.record:
+            opened.recorder = EpisodeRecorder(c.record)
+        with NodeClient(endpoint, timeout_ms=c.controller.lockstep_timeout_ms) as client:
+            client.wait_ready(timeout_s=c.node_ready_timeout_s)  # connected and warm
+            state_std = metadata.get("state_std")
+            controller = Controller(
+                env,
+                client,
+                c.controller,
+                reference,
+                state_scale=np.asarray(state_std) if state_std else None,
+                recorder=opened.recorder,
+                node=opened.watch,
+                keep_physics=keep_physics,
+            )
+            done = _run_episodes(c, controller, task, opened.recorder, progress, on_episode)
+    finally:
+        opened.close()
+    wall_s = time.perf_counter() - start
+    ended_by = done[-1].result.ended_by if done else ""
+    return SessionResult(
+        task,
+        metadata,
+        [d.result for d in done],
+        [d.summary for d in done],
+        wall_s,
+        opened.recorder.error if opened.recorder is not None else "",
+        ended_by,
+        opened.watch.events if opened.watch is not None else [],
+    )
+
+
+def _open_robot(c: SessionConfig, robot: Robot | None) -> tuple[Robot, ReferenceTrajectory | None]:
+    """The robot the loop drives (its I/O map applied) and, for inverse_dynamics, the
+    reference it tracks; a robot the session built is closed again if this fails."""
     env: Robot = robot if robot is not None else make_task(c.task)
     try:
         if c.io_map:
@@ -181,89 +269,75 @@ def run_session(
         if robot is None:
             env.close()
         raise
-    task = env.task
-    node: NodeProcess | None = None
-    watch: NodeSupervisor | None = None
-    ended_by = ""
-    recorder: EpisodeRecorder | None = None
-    start = time.perf_counter()
-    try:
-        endpoint, metadata, node = open_node(
-            c.server,
-            c.checkpoint,
-            run_dir / "node.log",
-            c.node_args,
-            c.node_ready_timeout_s,
+    return env, reference
+
+
+def _start_node(c: SessionConfig, run_dir: Path, opened: _Opened) -> tuple[str, dict[str, Any]]:
+    """Start (or connect to) the node; a node this session started is watched."""
+    endpoint, metadata, opened.node = open_node(
+        c.server,
+        c.checkpoint,
+        run_dir / "node.log",
+        c.node_args,
+        c.node_ready_timeout_s,
+        c.rt_priority,
+    )
+    if opened.node is not None:  # a death is reported within 0.1 s, the node restarted
+        opened.watch = NodeSupervisor(opened.node, c.node_restarts, c.node_ready_timeout_s).start()
+    return endpoint, metadata
+
+
+def _check_before_loop(
+    c: SessionConfig,
+    env: Robot,
+    metadata: dict[str, Any],
+    reference: ReferenceTrajectory | None,
+) -> None:
+    """The served model fits the robot (and its I/O map), the reference fits the task."""
+    if isinstance(env, MappedEnv):
+        env.io_map.check_model(metadata)
+    check_model_fits_task(
+        metadata, env.observation_dim, env.action_dim, c.controller.mode, env.task
+    )
+    if reference is not None and reference.dim != env.observation_dim:
+        raise MTMRobotError(
+            f"bad reference file {c.reference}: states have dim "
+            f"{reference.dim}, task '{env.task}' has {env.observation_dim}"
+        )
+
+
+def _configure_control(c: SessionConfig, metadata: dict[str, Any]) -> None:
+    """The return target (the model's training returns unless given) and the loop priority."""
+    c.controller.target_return = default_return_target(metadata, c.target_fraction, c.target_return)
+    if c.rt_priority and c.controller.realtime and not set_realtime_priority(c.rt_priority):
+        log.warning(
+            "realtime priority %d not permitted: the loop runs at normal priority",
             c.rt_priority,
         )
-        if node is not None:  # a death is reported within 0.1 s, the node restarted
-            watch = NodeSupervisor(node, c.node_restarts, c.node_ready_timeout_s).start()
-        if isinstance(env, MappedEnv):
-            env.io_map.check_model(metadata)
-        check_model_fits_task(
-            metadata, env.observation_dim, env.action_dim, c.controller.mode, task
-        )
-        if reference is not None and reference.dim != env.observation_dim:
-            raise MTMRobotError(
-                f"bad reference file {c.reference}: states have dim "
-                f"{reference.dim}, task '{task}' has {env.observation_dim}"
-            )
-        c.controller.target_return = default_return_target(
-            metadata, c.target_fraction, c.target_return
-        )
-        if c.rt_priority and c.controller.realtime and not set_realtime_priority(c.rt_priority):
-            log.warning(
-                "realtime priority %d not permitted: the loop runs at normal priority",
-                c.rt_priority,
-            )
-        state_std = metadata.get("state_std")
-        results, summaries = [], []
-        if c.record:
-            recorder = EpisodeRecorder(c.record)
-        with NodeClient(endpoint, timeout_ms=c.controller.lockstep_timeout_ms) as client:
-            client.wait_ready(timeout_s=c.node_ready_timeout_s)  # connected and warm
-            controller = Controller(
-                env,
-                client,
-                c.controller,
-                reference,
-                state_scale=np.asarray(state_std) if state_std else None,
-                recorder=recorder,
-                node=watch,
-                keep_physics=keep_physics,
-            )
-            for i in range(c.episodes):
-                if recorder is not None and recorder.error:
-                    break  # the episodes asked to be recorded can't be: stop (the error says why)
-                result = controller.run_episode(c.seed + i)
-                summary = result.summary()
-                summary["normalized_score"] = normalized_score(task, result.episode_return)
-                results.append(result)
-                summaries.append(summary)
-                if progress:
-                    print(
-                        f"episode {i + 1}/{c.episodes}: return {result.episode_return:.1f} "
-                        f"(score {summary['normalized_score']:.1f}), "
-                        f"{summary['deadline_misses']} misses",
-                        flush=True,
-                    )
-                if result.ended_by:  # the node is gone for good: no further episode
-                    ended_by = result.ended_by
-                    break
-    finally:
-        if recorder is not None:
-            recorder.close()
-            if recorder.dropped_steps:
-                log.warning("recorder dropped %d steps (queue full)", recorder.dropped_steps)
-        if watch is not None:  # first: stopping the node is not a death
-            watch.close()
-        if node is not None:
-            node.stop()
-        if robot is None:  # the session built it; a robot passed in stays the caller's
-            env.close()
-    recording_error = recorder.error if recorder is not None else ""
-    wall_s = time.perf_counter() - start
-    events = watch.events if watch is not None else []
-    return SessionResult(
-        task, metadata, results, summaries, wall_s, recording_error, ended_by, events
-    )
+
+
+def _run_episodes(
+    c: SessionConfig,
+    controller: Controller,
+    task: str,
+    recorder: EpisodeRecorder | None,
+    progress: bool,
+    on_episode: Callable[[EpisodeDone], None] | None,
+) -> list[EpisodeDone]:
+    """Episode ``i`` resets with ``seed + i``; stops early when the recording fails or the
+    node is gone for good."""
+    done: list[EpisodeDone] = []
+    for i in range(c.episodes):
+        if recorder is not None and recorder.error:
+            break  # the episodes asked to be recorded can't be: stop (the error says why)
+        result = controller.run_episode(c.seed + i)
+        summary = result.summary()
+        summary["normalized_score"] = normalized_score(task, result.episode_return)
+        done.append(EpisodeDone(i, c.episodes, result, summary))
+        if progress:
+            log.info("%s", done[-1].line())
+        if on_episode is not None:
+            on_episode(done[-1])
+        if result.ended_by:  # the node is gone for good: no further episode
+            break
+    return done
