@@ -66,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         else load_config(TrainConfig, args.config, overrides)
     )
     check_output_dir(args.out, "--out")
-    episodes = load_data_arguments(args)
+    episodes = load_data_arguments(args, echo=print)
     provenance = {
         "command": " ".join(shlex.quote(a) for a in sys.argv),
         "data": [str(p) for p in args.data],

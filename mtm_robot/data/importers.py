@@ -1,12 +1,17 @@
-"""Importers for the formats the field uses: D4RL-style HDF5 files and Minari datasets.
+"""Importers for the formats the field uses: D4RL-style HDF5 files and Minari datasets
+(LeRobot datasets: :mod:`mtm_robot.data.lerobot`).
 
-Both produce :class:`~mtm_robot.data.episodes.Episode` objects; ``import-data`` writes them to
-an episode store. Neither needs the ``d4rl`` or ``minari`` packages: they read HDF5 with h5py.
+Each produces :class:`~mtm_robot.data.episodes.Episode` objects in memory; nothing converts
+them to an episode store first: training reads them directly (``mtm-train --data PATH``,
+:func:`load_source`). Neither needs the ``d4rl`` or ``minari`` packages: they read HDF5 with
+h5py.
 """
 
 from __future__ import annotations
 
 import argparse
+import logging
+from collections.abc import Callable
 from pathlib import Path
 
 import h5py
@@ -14,6 +19,8 @@ import numpy as np
 
 from mtm_robot.data.episodes import Episode, episode_paths, load_episode
 from mtm_robot.errors import DataError
+
+log = logging.getLogger(__name__)
 
 D4RL_REQUIRED = ("observations", "actions", "rewards", "terminals")
 
@@ -186,14 +193,20 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.set_defaults(action_free=set())
 
 
-def load_data_arguments(args: argparse.Namespace) -> list[Episode]:
-    """The episodes named by :func:`add_data_arguments`, printing one line per source."""
+def load_data_arguments(
+    args: argparse.Namespace, echo: Callable[[str], None] | None = None
+) -> list[Episode]:
+    """The episodes named by :func:`add_data_arguments`; one line per source is logged (INFO)
+    and handed to ``echo`` (a launcher passes ``print``)."""
     episodes = []
     for index, path in enumerate(args.data):
         loaded = load_source(path)
         if index in args.action_free:
             loaded = [e.without_actions() for e in loaded]
         free = " (action-free)" if index in args.action_free else ""
-        print(f"{path}: {len(loaded)} episodes, {sum(len(e) for e in loaded)} steps{free}")
+        line = f"{path}: {len(loaded)} episodes, {sum(len(e) for e in loaded)} steps{free}"
+        log.info("%s", line)
+        if echo is not None:
+            echo(line)
         episodes.extend(loaded)
     return episodes

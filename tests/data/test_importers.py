@@ -1,10 +1,19 @@
 from __future__ import annotations
 
+import argparse
+import logging
+
 import h5py
 import numpy as np
 import pytest
 
-from mtm_robot.data.importers import load_d4rl_hdf5, load_minari, load_source
+from mtm_robot.data.importers import (
+    add_data_arguments,
+    load_d4rl_hdf5,
+    load_data_arguments,
+    load_minari,
+    load_source,
+)
 from mtm_robot.errors import DataError
 
 
@@ -89,3 +98,18 @@ def test_unusable_sources_say_what_was_looked_for(tmp_path):
         save_episode(episode_file(mixed, i), Episode(np.zeros((8, dim)), rewards=np.zeros(8)))
     with pytest.raises(DataError, match=r"states dim: 24 \(2 episodes, e.g. .*\) vs 17 \(1 ep"):
         build_dataset(load_source(mixed), DataConfig(modalities=["states", "returns"]))
+
+
+def test_data_arguments_log_and_echo_their_sources_but_never_print(tmp_path, capsys, caplog):
+    """Library code does not print: the launcher passes ``echo=print``."""
+    _write_d4rl(tmp_path / "plain.hdf5", with_next=False)
+    parser = argparse.ArgumentParser()
+    add_data_arguments(parser)
+    args = parser.parse_args(["--data", str(tmp_path / "plain.hdf5"), "--action-free"])
+    echoed: list[str] = []
+    with caplog.at_level(logging.INFO, logger="mtm_robot.data.importers"):
+        episodes = load_data_arguments(args, echo=echoed.append)
+    assert capsys.readouterr().out == ""
+    assert echoed == [f"{tmp_path / 'plain.hdf5'}: 3 episodes, 12 steps (action-free)"]
+    assert [r.getMessage() for r in caplog.records] == echoed
+    assert all(e.actions is None for e in episodes)
