@@ -24,96 +24,80 @@ Exit status: 0 done, 1 the I/O map check found problems, 2 bad input (message on
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
+from typing import Annotated, NoReturn
 
 import numpy as np
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from calibration.procedures import CALIBRATION_MODES, CalibrationConfig, run_calibration
-from mtm_robot.cli import check_output_dir, flag_overrides, run
-from mtm_robot.config import load_config
-from mtm_robot.errors import MTMRobotError
+from calibration.procedures import CalibrationConfig, run_calibration
+from mtm_robot.cli import check_output_dir, run
+from mtm_robot.cli.settings import SETTINGS, Overrides, parse_command
+from mtm_robot.errors import ConfigError, MTMRobotError
 from mtm_robot.hardware import describe
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+@dataclass
+class CalibrateCommand:
+    """The arguments of ``mtm-calibrate``: which procedures, and the calibration settings."""
+
+    calibration: Annotated[CalibrationConfig, SETTINGS] = field(default_factory=CalibrationConfig)
+    config: str | None = None
+    """YAML preset of the calibration settings: a file, or a shipped preset's name"""
+    set: Overrides = field(default_factory=list)
+    """override any setting, e.g. --set latency.ticks_per_rate=400 (the flags override these)"""
+    run_all: bool = False
+    """all three procedures (--all)"""
+    run_io_map_check: bool = False
+    """the I/O map check (--io-map-check)"""
+    run_latency: bool = False
+    """the latency budget (--latency)"""
+    run_return_target: bool = False
+    """the return-target sweep (--return-target)"""
+    out: Path | None = None
+    """output directory (default runs/calibration/<task>-<time>)"""
+    progress: bool = True
+    """progress bars (--no-progress: none)"""
+
+
+#: The short names calibrate has always had.
+ALIASES = {
+    "--all": ["--run-all"],
+    "--io-map-check": ["--run-io-map-check"],
+    "--latency": ["--run-latency"],
+    "--return-target": ["--run-return-target"],
+    "--rates": ["--latency.rates-hz"],
+    "--fractions": ["--return-target.fractions"],
+    "--episodes": ["--return-target.episodes"],
+    "--max-steps": ["--return-target.max-steps"],
+}
+
+
+def parse_args(argv: list[str] | None = None) -> CalibrateCommand:
+    args = parse_command(
+        CalibrateCommand, argv, prog="mtm-calibrate", description=__doc__, aliases=ALIASES
     )
-    p.add_argument("--config", type=Path, help="YAML preset of a CalibrationConfig")
-    p.add_argument("--task", help="registered task, e.g. walker, walker-run (default walker)")
-    p.add_argument("--checkpoint", help="checkpoint directory or 'default' (shipped walker)")
-    p.add_argument("--server", help="use a running node (tcp://host:port) instead of starting one")
-    p.add_argument(
-        "--io-map", help="I/O map YAML to check and use (default: the task's own I/O, unmapped)"
-    )
-    p.add_argument(
-        "--mode",
-        choices=CALIBRATION_MODES,
-        help="inference mode of the loop (default return_conditioned)",
-    )
-    which = p.add_argument_group("procedures")
-    which.add_argument("--all", action="store_true", help="all three procedures")
-    which.add_argument("--io-map-check", action="store_true", help="the I/O map check")
-    which.add_argument("--latency", action="store_true", help="the latency budget")
-    which.add_argument("--return-target", action="store_true", help="the return-target sweep")
-    p.add_argument(
-        "--rates", type=float, nargs="+", metavar="HZ", help="latency: candidate control rates"
-    )
-    p.add_argument(
-        "--fractions",
-        type=float,
-        nargs="+",
-        metavar="P",
-        help="return target: fractions of the return range (default 0.6 0.7 0.8 0.9 1.0 1.1)",
-    )
-    p.add_argument("--episodes", type=int, help="return target: episodes per fraction (default 5)")
-    p.add_argument(
-        "--max-steps", type=int, help="return target: steps per episode (default: whole episodes)"
-    )
-    p.add_argument(
-        "--out", type=Path, help="output directory (default runs/calibration/<task>-<time>)"
-    )
-    p.add_argument("--no-progress", action="store_true", help="no progress bars")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override any config value, e.g. --set latency.ticks_per_rate=400",
-    )
-    args = p.parse_args(argv)
-    if not (args.all or args.io_map_check or args.latency or args.return_target):
-        p.error("choose procedures: --all, or any of --io-map-check --latency --return-target")
+    if not procedures(args):
+        raise ConfigError(
+            "choose procedures: --all, or any of --io-map-check --latency --return-target"
+        )
     return args
 
 
-def build_config(args: argparse.Namespace) -> CalibrationConfig:
-    flags = {
-        "task": args.task,
-        "checkpoint": args.checkpoint,
-        "server": args.server,
-        "io_map": args.io_map,
-        "mode": args.mode,
-        "latency.rates_hz": args.rates,
-        "return_target.fractions": args.fractions,
-        "return_target.episodes": args.episodes,
-        "return_target.max_steps": args.max_steps,
-    }
-    return load_config(CalibrationConfig, args.config, flag_overrides(flags) + list(args.set))
+def build_config(args: CalibrateCommand) -> CalibrationConfig:
+    return args.calibration
 
 
-def procedures(args: argparse.Namespace) -> list[str]:
+def procedures(args: CalibrateCommand) -> list[str]:
     chosen = {
-        "io_map": args.all or args.io_map_check,
-        "latency": args.all or args.latency,
-        "return_target": args.all or args.return_target,
+        "io_map": args.run_all or args.run_io_map_check,
+        "latency": args.run_all or args.run_latency,
+        "return_target": args.run_all or args.run_return_target,
     }
     return [name for name, on in chosen.items() if on]
 
@@ -133,7 +117,7 @@ def main(argv: list[str] | None = None) -> int:
     run = procedures(args)
     print(f"{task}: calibrating {', '.join(run)}; checkpoint {config.server or config.checkpoint}")
     start = time.perf_counter()
-    outcome = run_calibration(config, run, out, progress=not args.no_progress, machine=describe())
+    outcome = run_calibration(config, run, out, progress=args.progress, machine=describe())
     total = time.perf_counter() - start
     if outcome.io_check is not None:
         check = outcome.io_check

@@ -24,49 +24,70 @@ import os
 import shlex
 import sys
 import time
-from dataclasses import replace
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import NoReturn
+
+import tyro
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 from mtm_robot.cli import check_output_dir, run
-from mtm_robot.config import apply_overrides, from_dict
+from mtm_robot.cli.settings import Overrides, parse_command
+from mtm_robot.config import apply_overrides, at_least, from_dict, positive
 from mtm_robot.data.importers import add_data_arguments, load_data_arguments
 from mtm_robot.errors import CheckpointError
-from mtm_robot.training.checkpoint import resolve_checkpoint_path, verify_checkpoint
-from mtm_robot.training.train import TrainConfig, Trainer
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+@dataclass
+class FinetuneCommand:
+    """The arguments of ``mtm-finetune`` (``--data``/``--action-free``: see the description)."""
+
+    checkpoint: str
+    """checkpoint directory, or 'default'"""
+    out: Path
+    """run directory (the same command again resumes from its newest checkpoint)"""
+    steps: int = 2000
+    """finetuning steps"""
+    lr: float = 1e-4
+    """peak learning rate"""
+    push: str = ""
+    """node (tcp://host:port) to hot-swap the result into (its --allow-reload DIR holds --out)"""
+    eval_episodes: int = 3
+    """lockstep episodes per mode before and after (0: skip)"""
+    set: Overrides = field(default_factory=list)
+    """override a training config value, e.g. --set batch_size=128"""
+    progress: bool = True
+    """a progress bar (--no-progress: none)"""
+    data: tyro.conf.Suppress[list[Path]] = field(default_factory=list)
+    action_free: tyro.conf.Suppress[frozenset[int]] = frozenset()
+
+    def __post_init__(self) -> None:
+        at_least(1, steps=self.steps)
+        at_least(0, eval_episodes=self.eval_episodes)
+        positive(lr=self.lr)
+
+
+DATA_HELP = """
+Data: --data PATH [--action-free], repeatable: an episode-store directory, a D4RL-style .hdf5 or
+a Minari dataset; --action-free after a --data drops that source's actions.
+"""
+
+
+def parse_args(argv: list[str] | None = None) -> FinetuneCommand:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    data = argparse.ArgumentParser(prog="mtm-finetune", add_help=False, allow_abbrev=False)
+    add_data_arguments(data)
+    sources, rest = (
+        (argparse.Namespace(data=[], action_free=set()), argv)
+        if {"-h", "--help"} & set(argv)
+        else data.parse_known_args(argv)
     )
-    p.add_argument("--checkpoint", required=True, help="checkpoint directory or 'default'")
-    add_data_arguments(p)
-    p.add_argument("--out", type=Path, required=True, help="run directory")
-    p.add_argument("--steps", type=int, default=2000, help="finetuning steps")
-    p.add_argument("--lr", type=float, default=1e-4, help="peak learning rate")
-    p.add_argument(
-        "--push",
-        help="node endpoint (tcp://host:port) to hot-swap the result into; the node must run "
-        "with --allow-reload DIR, DIR containing --out",
+    args = parse_command(
+        FinetuneCommand, rest, prog="mtm-finetune", description=(__doc__ or "") + DATA_HELP
     )
-    p.add_argument(
-        "--eval-episodes",
-        type=int,
-        default=3,
-        help="lockstep episodes per mode before and after (0: skip)",
-    )
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override a training config value",
-    )
-    p.add_argument("--no-progress", action="store_true")
-    return p.parse_args(argv)
+    args.data, args.action_free = sources.data, frozenset(sources.action_free)
+    return args
 
 
 def evaluate(checkpoint: str, task: str, episodes: int) -> dict[str, float]:
@@ -87,6 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     check_output_dir(args.out, "--out")
+    from mtm_robot.training.checkpoint import resolve_checkpoint_path, verify_checkpoint
+    from mtm_robot.training.train import TrainConfig, Trainer  # torch: after the arguments
+
     source = resolve_checkpoint_path(args.checkpoint)
     meta = verify_checkpoint(source)
     if not isinstance(meta.get("training"), dict):
@@ -107,7 +131,7 @@ def main(argv: list[str] | None = None) -> int:
         ],
     )
     config = from_dict(TrainConfig, training, "finetune config")
-    episodes = load_data_arguments(args)
+    episodes = load_data_arguments(argparse.Namespace(data=args.data, action_free=args.action_free))
     provenance = {
         "command": " ".join(shlex.quote(a) for a in sys.argv),
         "finetuned_from": str(source),
@@ -117,7 +141,7 @@ def main(argv: list[str] | None = None) -> int:
     trainer = Trainer(config, episodes, args.out, provenance, init_from=source)
     if trainer.resumed_from is not None:
         print(f"resumed from step {trainer.step} ({trainer.resumed_from})", flush=True)
-    metrics = trainer.run(progress=not args.no_progress)
+    metrics = trainer.run(progress=args.progress)
     latest = (args.out / "checkpoints" / "latest").resolve()
     print(f"finetuned {config.steps} steps in {time.perf_counter() - start:.0f} s: {latest}")
     for key, value in metrics.items():

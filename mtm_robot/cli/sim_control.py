@@ -7,111 +7,74 @@ directory (resolved config, per-tick telemetry, summary.json, plots).
 Examples:
   mtm-sim-control --task walker
   mtm-sim-control --task walker --lockstep --episodes 20 --json
+  mtm-sim-control --task walker --lockstep --episodes 1 --max-steps 50    # a short check
   mtm-sim-control --task walker --mode inverse_dynamics --reference demo.npz
   mtm-sim-control --task cheetah-run --checkpoint runs/cheetah/checkpoints/latest
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import logging
 import os
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import NoReturn
+from typing import Annotated, NoReturn
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 from calibration.calibration_file import check_task, session_overrides
-from controllers.loop import CONTROL_MODES
 from controllers.report import summary_table, write_run_dir
 from controllers.session import EpisodeDone, SessionConfig, run_session
-from mtm_robot.cli import check_output_dir, flag_overrides, run
-from mtm_robot.config import load_config, save_config
+from mtm_robot.cli import check_output_dir, run
+from mtm_robot.cli.settings import SETTINGS, Overrides, parse_command
+from mtm_robot.config import save_config
 from mtm_robot.errors import MTMRobotError
 
 
-def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
-    )
-    p.add_argument("--config", type=Path, help="YAML preset of a SessionConfig")
-    p.add_argument("--task", help="registered task, e.g. walker, walker-run, Hopper-v5")
-    p.add_argument(
-        "--mode", choices=CONTROL_MODES, help="inference mode (default return_conditioned)"
-    )
-    p.add_argument("--checkpoint", help="checkpoint directory or 'default' (shipped walker)")
-    p.add_argument("--server", help="use a running node (tcp://host:port) instead of starting one")
-    p.add_argument("--episodes", type=int, help="episodes to run (default 3)")
-    p.add_argument("--seed", type=int, help="reset seed of the first episode")
-    p.add_argument(
-        "--target-return",
-        type=float,
-        help="return target (default: the top of the training return range)",
-    )
-    p.add_argument(
-        "--calibration",
-        type=Path,
-        help="calibration.yaml from mtm-calibrate: its control rate, deadline margin, "
-        "fallback, return target and I/O map apply unless given here explicitly",
-    )
-    p.add_argument("--reference", help="episode .npz whose states inverse_dynamics tracks")
-    pacing = p.add_mutually_exclusive_group()
-    pacing.add_argument(
-        "--realtime",
-        action="store_true",
-        help="paced on the wall clock at the control rate (default)",
-    )
-    pacing.add_argument(
-        "--lockstep", action="store_true", help="wait for every reply: deterministic evaluation"
-    )
-    p.add_argument("--control-hz", type=float, help="loop rate (default: the task's rate)")
-    p.add_argument(
-        "--rt-priority",
-        type=int,
-        help="SCHED_FIFO priority (1-99) for the loop and the node (needs root)",
-    )
-    p.add_argument(
-        "--node-restarts",
-        type=int,
-        help="restarts of the node this run started, after it dies (default 1; then the run "
-        "ends, the reason in summary.json)",
-    )
-    p.add_argument("--record", help="write the episodes to this episode-store directory")
-    p.add_argument("--video", type=Path, help="render the first episode to this .mp4/.gif")
-    p.add_argument("--out", type=Path, help="run directory (default runs/sim_control/<time>)")
-    p.add_argument("--json", action="store_true", help="print the summary as JSON last")
-    p.add_argument(
-        "--set",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="override any config value, e.g. --set controller.history=1",
-    )
-    return p.parse_args(argv)
+@dataclass
+class SimControlCommand:
+    """The arguments of ``mtm-sim-control``: its own options and the session's settings."""
+
+    session: Annotated[SessionConfig, SETTINGS] = field(default_factory=SessionConfig)
+    config: str | None = None
+    """YAML preset of the session settings: a file, or a shipped preset's name"""
+    set: Overrides = field(default_factory=list)
+    """override any setting, e.g. --set controller.history=1 (the flags override these)"""
+    calibration: Path | None = None
+    """calibration.yaml from mtm-calibrate (rate, margin, fallback, target, I/O map; flags win)"""
+    video: Path | None = None
+    """render the first episode to this .mp4/.gif"""
+    out: Path | None = None
+    """run directory (default runs/sim_control/<time>)"""
+    json: bool = False
+    """print the summary as JSON last"""
 
 
-def build_config(args: argparse.Namespace) -> SessionConfig:
-    flags = {
-        "task": args.task,
-        "checkpoint": args.checkpoint,
-        "server": args.server,
-        "episodes": args.episodes,
-        "seed": args.seed,
-        "target_return": args.target_return,
-        "reference": args.reference,
-        "record": args.record,
-        "controller.mode": args.mode,
-        "controller.control_hz": args.control_hz,
-        "controller.realtime": False if args.lockstep else None,
-        "rt_priority": args.rt_priority,
-        "node_restarts": args.node_restarts,
-    }
-    calibrated = session_overrides(args.calibration) if args.calibration else []
-    config = load_config(
-        SessionConfig, args.config, calibrated + flag_overrides(flags) + list(args.set)
+#: The short names sim_control has always had.
+ALIASES = {
+    "--mode": ["--controller.mode"],
+    "--control-hz": ["--controller.control-hz"],
+    "--lockstep": ["--controller.no-realtime"],
+    "--realtime": ["--controller.realtime"],
+    "--max-steps": ["--controller.max-steps"],
+}
+
+
+def parse_args(argv: list[str] | None = None) -> SimControlCommand:
+    return parse_command(
+        SimControlCommand,
+        argv,
+        prog="mtm-sim-control",
+        description=__doc__,
+        aliases=ALIASES,
+        presets={"--calibration": lambda path: session_overrides(Path(path))},
     )
+
+
+def build_config(args: SimControlCommand) -> SessionConfig:
+    config = args.session
     if args.calibration:
         check_task(args.calibration, config.task)
     return config

@@ -27,15 +27,13 @@ from mtm_robot.checkpoint_meta import action_bounds
 from mtm_robot.errors import ConfigError
 from mtm_robot.inference import Context, ForwardFn, Prediction, Predictor, torch_forward
 from mtm_robot.model.mtm import MTM
+from mtm_robot.serving.config import BackendConfig
 from mtm_robot.serving.contexts import ReturnScale
 from mtm_robot.training.checkpoint import Checkpoint, load_checkpoint
 from mtm_robot_client.protocol import PROTOCOL_VERSION
 
 log = logging.getLogger(__name__)
 
-BACKENDS = ("torch", "onnx")
-DEVICES = ("cpu", "cuda")
-QUANTIZE = ("none", "int8")
 
 
 def batch_buckets(max_batch: int) -> list[int]:
@@ -156,33 +154,6 @@ class OnnxForward:
         feed.update({f"mask_{n}": masks[n] for n in self.names})
         results = self.session.run(self.outputs, feed)
         return dict(zip(self.names, results))
-
-
-@dataclass
-class BackendConfig:
-    """How the node runs the model."""
-
-    backend: str = "torch"  # torch | onnx
-    device: str = "cpu"  # cpu | cuda
-    max_batch: int = 32  # largest batch one forward runs
-    threads: int = 1  # CPU threads for torch / ONNX Runtime intra-op
-    onnx_path: str = ""  # exported graph for --backend onnx; empty: export at load time
-    cuda_graphs: bool = True  # torch on CUDA: capture one graph per batch bucket
-    quantize: str = "none"  # onnx only: "int8" = dynamic int8 weights (approximate, faster)
-
-    def __post_init__(self) -> None:
-        if self.backend not in BACKENDS:
-            raise ConfigError(f"backend '{self.backend}' unknown; expected one of {BACKENDS}")
-        if self.device not in DEVICES:
-            raise ConfigError(f"device '{self.device}' unknown; expected one of {DEVICES}")
-        if self.max_batch < 1:
-            raise ConfigError(f"max_batch must be >= 1, got {self.max_batch}")
-        if self.threads < 1:
-            raise ConfigError(f"threads must be >= 1, got {self.threads}")
-        if self.quantize not in QUANTIZE:
-            raise ConfigError(f"quantize '{self.quantize}' unknown; expected one of {QUANTIZE}")
-        if self.quantize != "none" and self.backend != "onnx":
-            raise ConfigError("quantize applies to the onnx backend only")
 
 
 @dataclass

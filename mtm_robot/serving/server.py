@@ -22,15 +22,15 @@ import itertools
 import logging
 import threading
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import zmq
 
 from mtm_robot.errors import ConfigError
-from mtm_robot.serving.backends import BackendConfig, Engine, load_engine, warm_up
+from mtm_robot.serving.backends import Engine, load_engine, warm_up
 from mtm_robot.serving.batcher import Batcher, Job, Outcome
+from mtm_robot.serving.config import ServeConfig
 from mtm_robot.serving.contexts import context_from_message, deadline_ms, prediction_arrays
 from mtm_robot.serving.reload_policy import (
     allowed_reload_path,
@@ -47,43 +47,6 @@ log = logging.getLogger(__name__)
 _node_ids = itertools.count()
 #: Request types that take no arrays (a request carrying some is refused, never half-read).
 NO_ARRAY_TYPES = ("metadata", "health", "stats", "reload")
-
-
-@dataclass
-class ServeConfig:
-    """Everything ``launch/serve.py`` configures; YAML presets in ``launch/configs/serve*.yaml``."""
-
-    checkpoint: str = "default"  # checkpoint directory, or "default" (the shipped walker-walk)
-    bind: str = "tcp://127.0.0.1:5555"  # ROUTER endpoint; ":*" picks a free port
-    backend: BackendConfig = field(default_factory=BackendConfig)
-    max_wait_us: int = 0  # how long a batch waits for more after its first request (0: greedy)
-    max_queue: int = 4096  # queued act requests beyond which the node answers "overloaded"
-    max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES  # size cap, checked before decoding
-    insecure: bool = False  # allow a non-loopback bind without CurveZMQ (logs a warning)
-    curve_secret_key: str = ""  # node's .key_secret file; enables CurveZMQ
-    curve_allowed_clients: str = ""  # directory of allowed client public keys (*.key)
-    allow_reload: str = ""  # directory remote "reload" requests may load from ("": off);
-    # SIGHUP reloads regardless (see mtm_robot/serving/reload_policy.py)
-    stats_window: int = 10_000  # samples per stage kept for percentiles
-    send_hwm: int = 100_000  # replies queued per peer before ZeroMQ drops them
-
-    def __post_init__(self) -> None:
-        if self.max_wait_us < 0:
-            raise ConfigError(f"max_wait_us must be >= 0, got {self.max_wait_us}")
-        if self.max_queue < 1 or self.max_message_bytes < 1024:
-            raise ConfigError("max_queue must be >= 1 and max_message_bytes >= 1024")
-        if not isinstance(self.allow_reload, str):
-            raise ConfigError(
-                f"allow_reload is the directory remote reloads may load from ('' turns them "
-                f"off), got {self.allow_reload!r}"
-            )
-        if bool(self.curve_secret_key) != bool(self.curve_allowed_clients):
-            raise ConfigError("curve_secret_key and curve_allowed_clients go together")
-        if not is_loopback(self.bind) and not self.curve_secret_key and not self.insecure:
-            raise ConfigError(
-                f"bind {self.bind} is not loopback: pass CurveZMQ keys "
-                "(curve_secret_key + curve_allowed_clients; see launch/keygen.py) or --insecure"
-            )
 
 
 class InferenceNode:
