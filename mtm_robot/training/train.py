@@ -188,13 +188,13 @@ class Trainer:
             config.precision == "auto" and native_bf16(self.device)
         )
         self.ddp = DistributedDataParallel(self.model) if self.world > 1 else None
-        # fused AdamW: one kernel for every parameter, on CUDA and (torch >= 2.4) on CPU
-        self.fused = fused = True
+        # fused AdamW: one kernel for every parameter, on CUDA and, since torch 2.4, on CPU
+        # (hence the torch>=2.4 pin in pyproject.toml: 2.2 and 2.3 refuse fused on CPU)
         self.optimizer = torch.optim.AdamW(
             self.model.parameter_groups(config.optim.weight_decay),
             lr=config.optim.lr,
             betas=(config.optim.betas[0], config.optim.betas[1]),
-            fused=fused,
+            fused=True,
         )
         # one mask stream shared by every rank (same mask, same graph); data differs per rank
         self.mask_rng = np.random.default_rng(config.seed)
@@ -341,9 +341,8 @@ class Trainer:
                 continue
             _, pname, skey = key.split("/", 2)
             param = params[pname]
-            on_device = skey != "step" or self.fused
-            target = value.to(self.device) if on_device else value
-            self.optimizer.state.setdefault(param, {})[skey] = target
+            # fused AdamW keeps every state tensor, ``step`` included, on the parameter's device
+            self.optimizer.state.setdefault(param, {})[skey] = value.to(self.device)
         meta = loaded.metadata
         self.step = int(meta["step"])
         self.mask_rng.bit_generator.state = meta["resume"]["mask_rng"]
