@@ -49,13 +49,22 @@ CALIBRATION_MODES = ("return_conditioned", "two_stage", "behavior_cloning")
 
 @dataclass
 class CalibrationConfig:
+    """What ``mtm-calibrate`` calibrates, against which model, and each procedure's settings."""
+
     task: str = "walker"
-    checkpoint: str = "default"  # served by a node the calibration starts
-    server: str = ""  # or an already running node: tcp://host:port
-    io_map: str = ""  # the I/O map to check and use ("": the task's own I/O, unmapped)
-    mode: str = "return_conditioned"  # the inference mode the loop will run
-    node_args: list[str] = field(default_factory=list)  # extra launch/serve.py arguments
+    """registered task, e.g. walker, walker-run"""
+    checkpoint: str = "default"
+    """checkpoint served by a node the calibration starts ("default": the shipped walker)"""
+    server: str = ""
+    """use a running node (tcp://host:port) instead of starting one"""
+    io_map: str = ""
+    """I/O map YAML to check and use ("": the task's own I/O, unmapped)"""
+    mode: str = "return_conditioned"
+    """the inference mode the loop will run"""
+    node_args: list[str] = field(default_factory=list)
+    """extra mtm-serve arguments for the node the calibration starts"""
     node_ready_timeout_s: float = 180.0
+    """how long the started node may take to load and warm up"""
     io_check: IOCheckConfig = field(default_factory=IOCheckConfig)
     latency: LatencyConfig = field(default_factory=LatencyConfig)
     return_target: ReturnTargetConfig = field(default_factory=ReturnTargetConfig)

@@ -22,10 +22,16 @@ FALLBACK_LEVELS = LEVELS[1:]
 
 @dataclass
 class FallbackConfig:
+    """What the loop does when a reply misses its deadline, in order."""
+
     use_chunk: bool = True
-    hold_ticks: int = 2  # misses answered by holding, after the chunk runs out
-    decay_ticks: int = 8  # misses over which the action decays to neutral
-    safe_after_misses: int = 40  # consecutive misses before the safe action
+    """first play the rest of the last predicted action chunk"""
+    hold_ticks: int = 2
+    """misses answered by holding the last action, after the chunk runs out"""
+    decay_ticks: int = 8
+    """misses over which the action then decays to neutral"""
+    safe_after_misses: int = 40
+    """consecutive misses before the safe action"""
 
     def __post_init__(self) -> None:
         at_least(0, hold_ticks=self.hold_ticks, decay_ticks=self.decay_ticks)

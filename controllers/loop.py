@@ -84,18 +84,29 @@ class NodeLostError(Exception):
 
 @dataclass
 class ControllerConfig:
+    """The fixed-rate loop: mode, rate, pacing, request shape, deadlines and fallbacks."""
+
     mode: str = "return_conditioned"
-    control_hz: float = 0.0  # 0 = the task's own control rate
-    realtime: bool = True  # False = lockstep: wait for every reply, deterministic
-    history: int = 2  # past (state, action) pairs per request; L-2 keeps a next-state slot
-    target_return: float | None = None  # return_conditioned / two_stage
-    deadline_margin_ms: float = 1.0  # the request budget ends this long before the next tick
+    """inference mode: return_conditioned, inverse_dynamics, behavior_cloning, two_stage"""
+    control_hz: float = 0.0
+    """loop rate in Hz (0: the task's own control rate)"""
+    realtime: bool = True
+    """paced on the wall clock (False: lockstep, wait for every reply, deterministic)"""
+    history: int = 2
+    """past (state, action) pairs per request (L-2 keeps a next-state slot)"""
+    target_return: float | None = None
+    """return target of return_conditioned / two_stage (the session resolves it)"""
+    deadline_margin_ms: float = 1.0
+    """the request budget ends this long before the next tick"""
     lockstep_timeout_ms: float = 10_000.0
-    max_action_delta: float | None = None  # per-tick rate limit (action units)
-    future_states: int = 2  # inverse_dynamics: desired states per request (2: chosen on validation
-    # seeds 41,000,000+, see docs/default-model.md)
+    """lockstep: how long each request waits for its reply"""
+    max_action_delta: float | None = None
+    """per-tick rate limit of the actions (action units; None: none)"""
+    future_states: int = 2
+    """inverse_dynamics: desired states per request (2: chosen on validation seeds)"""
     fallback: FallbackConfig = field(default_factory=FallbackConfig)
-    max_steps: int = 0  # 0 = until the environment ends the episode
+    max_steps: int = 0
+    """steps per episode at most (0: until the environment ends the episode)"""
 
     def __post_init__(self) -> None:
         one_of("mode", self.mode, CONTROL_MODES)

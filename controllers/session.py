@@ -40,24 +40,39 @@ EVALUATION_SEED_BASE = 40_000_000
 
 @dataclass
 class SessionConfig:
+    """A control session: the task, the model (a node it starts, or a running one), the
+    episodes and the controller. ``mtm-sim-control`` derives its flags from these fields."""
+
     task: str = "walker"
-    checkpoint: str = "default"  # served by a node this session starts
-    server: str = ""  # or an already running node: tcp://host:port
+    """registered task, e.g. walker, walker-run, Hopper-v5"""
+    checkpoint: str = "default"
+    """checkpoint served by a node this session starts ("default": the shipped walker)"""
+    server: str = ""
+    """use a running node (tcp://host:port) instead of starting one"""
     episodes: int = 3
-    seed: int = EVALUATION_SEED_BASE  # episode i resets with seed + i
-    target_return: float | None = None  # None: the top of the training return range
-    target_fraction: float = 1.0  # target = min + fraction * (max - min) when not given
-    reference: str = ""  # episode .npz whose states inverse_dynamics tracks ("": the task's
-    # shipped action-free demonstration, sim/experts/<task>/demos/episode_000000.npz)
+    """episodes to run"""
+    seed: int = EVALUATION_SEED_BASE
+    """reset seed of the first episode (episode i resets with seed + i)"""
+    target_return: float | None = None
+    """return target (None: the top of the training return range)"""
+    target_fraction: float = 1.0
+    """without a target: target = min + fraction * (max - min) of the training returns"""
+    reference: str = ""
+    """episode .npz whose states inverse_dynamics tracks ("": the task's shipped demo)"""
     reference_indexing: str = "nearest"
-    io_map: str = ""  # I/O map YAML between the robot's raw I/O and the model
-    # (controllers/io_map.py; launch/calibrate.py checks and writes one)
-    record: str = ""  # episode-store directory for the recorded episodes
-    node_args: list[str] = field(default_factory=list)  # extra launch/serve.py arguments
+    """follow the reference by the nearest recorded state (nearest) or by the step (time)"""
+    io_map: str = ""
+    """I/O map YAML between the robot's raw I/O and the model (mtm-calibrate writes one)"""
+    record: str = ""
+    """write the episodes to this episode-store directory"""
+    node_args: list[str] = field(default_factory=list)
+    """extra mtm-serve arguments for the node this session starts"""
     node_ready_timeout_s: float = 180.0
-    node_restarts: int = 1  # restarts of a node this session started, after it dies; then
-    # (or with 0, at the first death) the run ends with the reason in summary.json
-    rt_priority: int = 0  # >0: SCHED_FIFO priority for the loop and the node (needs root)
+    """how long the started node may take to load and warm up"""
+    node_restarts: int = 1
+    """restarts of the node this session started, after it dies (then the run ends)"""
+    rt_priority: int = 0
+    """SCHED_FIFO priority (1-99) for the loop and the node (needs root; 0: normal)"""
     controller: ControllerConfig = field(default_factory=ControllerConfig)
 
     def __post_init__(self) -> None:
