@@ -3,8 +3,11 @@
 
 Each produces :class:`~mtm_robot.data.episodes.Episode` objects in memory; nothing converts
 them to an episode store first: training reads them directly (``mtm-train --data PATH``,
-:func:`load_source`). Neither needs the ``d4rl`` or ``minari`` packages: they read HDF5 with
-h5py.
+:func:`load_source`). D4RL files are read with h5py (no ``d4rl`` package). Minari datasets
+are read through the ``minari`` library (the ``minari`` extra): by id from
+``MINARI_DATASETS_PATH`` (``--data minari:ID``) or from a dataset folder with Minari's
+``metadata.json``; a bare ``main_data.hdf5`` without that metadata (which the library cannot
+open) is read with h5py.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import argparse
 import logging
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import h5py
 import numpy as np
@@ -77,7 +81,9 @@ def load_d4rl_hdf5(path: str | Path, task: str = "") -> list[Episode]:
 
 
 def load_minari(path: str | Path) -> list[Episode]:
-    """Read a Minari dataset (a dataset directory, its ``data/`` folder or ``main_data.hdf5``).
+    """Read a bare Minari ``main_data.hdf5`` with h5py (a dataset directory, its ``data/``
+    folder or the file): for files without Minari's ``metadata.json``, which the ``minari``
+    library cannot open; a complete dataset goes through :func:`load_minari_dataset`.
 
     Minari stores T+1 observations per episode (the final one included); the episode keeps the
     first T, so that ``actions[t]`` is taken in ``states[t]``.
@@ -116,10 +122,69 @@ def load_minari(path: str | Path) -> list[Episode]:
     return episodes
 
 
+MINARI_PREFIX = "minari:"
+
+
+def _minari_library() -> Any:
+    try:
+        import minari
+    except ImportError as exc:
+        raise DataError(
+            'Minari datasets need the minari package: pip install "mtm-robot[minari]"'
+        ) from exc
+    return minari
+
+
+def load_minari_dataset(dataset: str | Path) -> list[Episode]:
+    """A Minari dataset through the ``minari`` library: an id (``namespace/name-v0``, looked up
+    in ``MINARI_DATASETS_PATH``, never downloaded) or a dataset folder (with ``data/``).
+
+    Minari stores T+1 observations per episode; the episode keeps the first T, so that
+    ``actions[t]`` is taken in ``states[t]``.
+    """
+    minari = _minari_library()
+    folder = Path(dataset)
+    data = folder / "data" if (folder / "data" / "metadata.json").is_file() else folder
+    if (data / "metadata.json").is_file():
+        loaded = minari.MinariDataset(data)
+    else:
+        local = minari.list_local_datasets()
+        if str(dataset) not in local:
+            raise DataError(
+                f"Minari dataset '{dataset}' is not a dataset folder and not among the local "
+                f"ids {sorted(local)} (MINARI_DATASETS_PATH); downloading is left to "
+                f"`minari download {dataset}`"
+            )
+        loaded = minari.load_dataset(str(dataset))
+    name = loaded.spec.dataset_id
+    env_id = loaded.spec.env_spec.id if loaded.spec.env_spec is not None else None
+    episodes = []
+    for episode in loaded.iterate_episodes():
+        if not isinstance(episode.observations, np.ndarray):
+            raise DataError(f"{name}: dict observations are not supported; flatten them first")
+        T = len(episode.actions)
+        meta = {
+            "source": f"minari:{name}",
+            "minari_env_id": env_id,
+            "terminated": bool(episode.terminations[-1]),
+            "truncated": bool(episode.truncations[-1]),
+            "episode_index": int(episode.id),
+        }
+        episodes.append(
+            Episode(
+                np.asarray(episode.observations, np.float32)[:T].reshape(T, -1),
+                np.asarray(episode.actions, np.float32).reshape(T, -1),
+                np.asarray(episode.rewards, np.float32),
+                meta=meta,
+            )
+        )
+    return episodes
+
+
 SUPPORTED_SOURCES = (
     "an episode-store folder (episode_*.npz), a D4RL-style .hdf5/.h5 file, a Minari "
     "dataset (a folder with main_data.hdf5 or data/main_data.hdf5), or a LeRobot dataset "
-    "folder (meta/info.json)"
+    "folder (meta/info.json), or minari:ID (a local Minari dataset by id)"
 )
 
 
@@ -132,7 +197,10 @@ def _open_hdf5(path: Path) -> h5py.File:
 
 
 def load_source(path: str | Path) -> list[Episode]:
-    """Episodes from an episode-store directory, a D4RL HDF5 file, or a Minari dataset."""
+    """Episodes from an episode-store directory, a D4RL HDF5 file, a Minari dataset (folder or
+    ``minari:ID``) or a LeRobot dataset folder."""
+    if str(path).startswith(MINARI_PREFIX):
+        return load_minari_dataset(str(path)[len(MINARI_PREFIX) :])
     path = Path(path)
     if not path.exists():
         raise DataError(f"{path} does not exist; expected {SUPPORTED_SOURCES}")
@@ -156,6 +224,8 @@ def load_source(path: str | Path) -> list[Episode]:
                 f"{path}: no episodes found; looked for episode_*.npz (episode store), "
                 f"main_data.hdf5 and data/main_data.hdf5 (Minari){hint}"
             )
+        if any((p / "metadata.json").is_file() for p in (path, path / "data")):
+            return load_minari_dataset(path)  # a complete Minari dataset: the library reads it
         return load_minari(path)
     if path.suffix in (".hdf5", ".h5"):
         with _open_hdf5(path) as f:
@@ -181,7 +251,8 @@ def add_data_arguments(parser: argparse.ArgumentParser) -> None:
         default=[],
         type=Path,
         required=True,
-        help="episode-store directory, D4RL-style .hdf5 or Minari dataset; repeatable",
+        help="episode-store directory, D4RL-style .hdf5, Minari dataset folder or minari:ID, "
+        "LeRobot dataset folder; repeatable",
     )
     parser.add_argument(
         "--action-free",
