@@ -1,6 +1,7 @@
 """The command-line entry points: one module per command (``mtm_robot.cli.sim_control`` is
 ``mtm-sim-control``, and ``python launch/sim_control.py`` from a checkout), and here what they
-all share: the error exit, overrides and output-folder checks.
+all share: the error exit and output-folder checks. How a command's flags come from the
+config dataclasses: :mod:`mtm_robot.cli.settings`.
 
 Exit status of every launcher: 0 done, 1 the job ran and found a problem it reports (e.g. a
 failed I/O map check), 2 bad input: a message on stderr, ``error: ...`` on one line, naming the
@@ -17,7 +18,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import NoReturn
 
 from mtm_robot.errors import ConfigError, MTMRobotError
 
@@ -69,8 +70,3 @@ def check_output_dir(path: str | Path | None, flag: str) -> None:
             if not parent.is_dir():
                 raise ConfigError(f"{flag} {path}: {parent} is a file, not a folder")
             break
-
-
-def flag_overrides(flags: dict[str, Any]) -> list[str]:
-    """``--set``-style overrides from command-line flags that were given (not None)."""
-    return [f"{key}={value}" for key, value in flags.items() if value is not None]
