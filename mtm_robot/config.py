@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import logging
 import math
 import types
 import typing
@@ -22,6 +23,7 @@ import yaml
 from mtm_robot.errors import ConfigError
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 
 
 def _nearest(key: str, valid: list[str]) -> str:
@@ -85,13 +87,26 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
 
 
 def from_dict(cls: type[T], data: dict[str, Any], where: str = "config") -> T:
-    """Build dataclass ``cls`` from a mapping; unknown keys name the nearest valid key."""
+    """Build dataclass ``cls`` from a mapping; unknown keys name the nearest valid key.
+
+    A key the dataclass lists in its ``RENAMED_KEYS`` class variable (old name -> new name) is
+    read under its new name with a warning, so that checkpoints and presets written before the
+    rename still load; :func:`to_dict` writes only the new name.
+    """
     if not dataclasses.is_dataclass(cls):
         raise TypeError(f"{cls} is not a dataclass")
     hints = typing.get_type_hints(cls)
     names = [f.name for f in dataclasses.fields(cls)]
+    renamed: dict[str, str] = getattr(cls, "RENAMED_KEYS", {})
     kwargs: dict[str, Any] = {}
     for key, value in data.items():
+        if key in renamed:
+            old, key = key, renamed[key]
+            if key in data:
+                raise ConfigError(f"{where}: '{old}' is the old name of '{key}'; give only '{key}'")
+            log.warning(
+                "%s: '%s' is the old name of '%s'; read as '%s' (write that)", where, old, key, key
+            )
         if key not in names:
             raise ConfigError(f"{where}: unknown key '{key}'{_nearest(key, names)}")
         kwargs[key] = _coerce(value, hints[key], f"{where}.{key}")

@@ -2,7 +2,9 @@
 
 A mask maps each modality name to a boolean array of shape (L,): True = visible (model input),
 False = masked (to be reconstructed). Functions are pure; the random ones take an explicit
-``numpy.random.Generator``. See ``../shared/reference/mtm.md`` section 4.
+``numpy.random.Generator``. After the reference code (github.com/facebookresearch/mtm,
+``research/mtm/masks.py`` and the mask sampling in ``research/mtm/train.py``) of the MTM paper
+(Wu et al., ICML 2023, arXiv 2305.02968).
 
 Inference slot layout (control): slots ``0..k-1`` hold the last ``k`` executed
 (state, action) pairs, slot ``k`` the current state, later slots the future. ``k`` is called
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import ClassVar
 
 import numpy as np
 
@@ -41,16 +44,21 @@ TRAINING_PATTERNS = (
     "goal",
 )
 DEFAULT_KEEP_RATIOS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0)
+#: Which modality the random-autoregressive cut falls on, by weight (reference 4.3).
+DEFAULT_MODALITY_WEIGHTS = {"states": 0.2, "returns": 0.1, "actions": 0.7}
 
 
 @dataclass
 class MaskConfig:
     """How training masks are drawn."""
 
+    #: Old key names still read from checkpoints and presets (see ``config.from_dict``).
+    RENAMED_KEYS: ClassVar[dict[str, str]] = {"mode_weights": "modality_weights"}
+
     patterns: dict[str, float] = field(default_factory=lambda: {"random_autoregressive": 1.0})
     keep_ratios: list[float] = field(default_factory=lambda: list(DEFAULT_KEEP_RATIOS))
-    mode_weights: dict[str, float] = field(
-        default_factory=lambda: {"states": 0.2, "returns": 0.1, "actions": 0.7}
+    modality_weights: dict[str, float] = field(
+        default_factory=lambda: dict(DEFAULT_MODALITY_WEIGHTS)
     )
 
     def __post_init__(self) -> None:
@@ -192,20 +200,20 @@ def random_autoregressive(
     L: int,
     rng: np.random.Generator,
     keep_ratios: Sequence[float],
-    mode_weights: dict[str, float],
+    modality_weights: Mapping[str, float],
 ) -> Mask:
     """Random keep-masks, then everything at or after a random cut point is masked.
 
-    The cut is (pos, mode) in the time-major order of ``AUTOREGRESSIVE_ORDER``; so the last
-    element of the segment is always masked (reference 4.3). Modalities outside that order
-    are placed right after ``states``.
+    The cut is (pos, modality) in the time-major order of ``AUTOREGRESSIVE_ORDER``, the
+    modality drawn by ``modality_weights``; so the last element of the segment is always
+    masked (reference 4.3). Modalities outside that order are placed right after ``states``.
     """
     order = _autoregressive_order(names)
-    modes = list(mode_weights)
-    weights = np.array([mode_weights[m] for m in modes], dtype=float)
-    mode = modes[int(rng.choice(len(modes), p=weights / weights.sum()))]
+    modalities = list(modality_weights)
+    weights = np.array([modality_weights[m] for m in modalities], dtype=float)
+    modality = modalities[int(rng.choice(len(modalities), p=weights / weights.sum()))]
     pos = int(rng.integers(0, L))
-    cut_rank = order.index(mode) if mode in order else len(order)
+    cut_rank = order.index(modality) if modality in order else len(order)
     mask = random(names, L, rng, keep_ratios)
     for name in names:
         start = pos + 1 if order.index(name) < cut_rank else pos
@@ -229,7 +237,7 @@ def sample_training_mask(
         return pattern, random(names, L, rng, config.keep_ratios)
     if pattern == "random_autoregressive":
         return pattern, random_autoregressive(
-            names, L, rng, config.keep_ratios, config.mode_weights
+            names, L, rng, config.keep_ratios, config.modality_weights
         )
     if pattern in ("inverse_dynamics", "forward_dynamics", "goal") and L < 2:
         raise ConfigError(f"the {pattern} pattern needs segment_length >= 2, got {L}")

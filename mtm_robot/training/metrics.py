@@ -47,7 +47,7 @@ def evaluate(
     raw = {n: v[:max_windows] for n, v in windows.items() if n in names}
     rng = np.random.default_rng(seed)
     mask = mask_lib.random_autoregressive(
-        names, L, rng, mask_lib.DEFAULT_KEEP_RATIOS, {"states": 0.2, "returns": 0.1, "actions": 0.7}
+        names, L, rng, mask_lib.DEFAULT_KEEP_RATIOS, mask_lib.DEFAULT_MODALITY_WEIGHTS
     )
     device = next(model.parameters()).device
     x = {n: torch.from_numpy(normalizer.normalize(n, v)).to(device) for n, v in raw.items()}

@@ -128,3 +128,35 @@ def test_sample_training_mask_respects_pattern_weights():
         cfg = masks.MaskConfig(patterns={pattern: 1.0})
         name, m = masks.sample_training_mask(NAMES, 4, cfg, rng)
         assert name == pattern and set(m) == set(NAMES)
+
+
+def test_mask_config_reads_the_old_mode_weights_key_and_writes_modality_weights(caplog):
+    """``mode_weights`` (checkpoints and presets before the rename) still loads, with one
+    deprecation line; the config is written with the new name only."""
+    import logging
+
+    from mtm_robot.config import from_dict, to_dict
+
+    old = {"patterns": {"random_autoregressive": 1.0}, "mode_weights": {"states": 1.0}}
+    with caplog.at_level(logging.WARNING, logger="mtm_robot.config"):
+        config = from_dict(masks.MaskConfig, old, "training.masks")
+    assert config.modality_weights == {"states": 1.0}
+    assert [r.getMessage() for r in caplog.records] == [
+        "training.masks: 'mode_weights' is the old name of 'modality_weights'; "
+        "read as 'modality_weights' (write that)"
+    ]
+    written = to_dict(config)
+    assert written["modality_weights"] == {"states": 1.0} and "mode_weights" not in written
+    with pytest.raises(ConfigError, match="give only 'modality_weights'"):
+        from_dict(masks.MaskConfig, {**old, "modality_weights": {"states": 1.0}}, "masks")
+
+
+def test_an_old_checkpoint_training_config_loads_into_train_config():
+    """A checkpoint written before the rename (its training config says ``mode_weights``)
+    still gives a TrainConfig, e.g. for finetuning it."""
+    from mtm_robot.config import from_dict
+    from mtm_robot.training.train import TrainConfig
+
+    old = {"masks": {"mode_weights": {"states": 0.3, "returns": 0.1, "actions": 0.6}}}
+    config = from_dict(TrainConfig, old, "training")
+    assert config.masks.modality_weights == {"states": 0.3, "returns": 0.1, "actions": 0.6}

@@ -37,7 +37,7 @@ RELEASE = {
     ("optim", "min_lr_fraction"): 0.0,  # cosine to 0 at the last step
     ("masks", "patterns"): {"random_autoregressive": 1.0},
     ("masks", "keep_ratios"): list(DEFAULT_KEEP_RATIOS),
-    ("masks", "mode_weights"): {"states": 0.2, "returns": 0.1, "actions": 0.7},
+    ("masks", "modality_weights"): {"states": 0.2, "returns": 0.1, "actions": 0.7},
     ("steps",): 140_010,
     ("batch_size",): 2048,
     ("eval_every",): 20_000,
