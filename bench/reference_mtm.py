@@ -1,5 +1,6 @@
-"""A plain eager PyTorch re-implementation of the reference MTM, written from the description in
-``../shared/reference/mtm.md`` (sections 3 and 5), used as the same-run baseline of
+"""A plain eager PyTorch re-implementation of the reference MTM, written from its code
+(github.com/facebookresearch/mtm, ``research/mtm/models/mtm_model.py`` and the training step of
+``research/mtm/train.py``), used as the same-run baseline of
 ``bench/train_throughput.py``. It follows the reference's structure: one mask per batch, the
 visible tokens gathered per modality with ``nonzero()``, ``nn.TransformerEncoderLayer`` blocks,
 mask tokens scattered back per modality, per-modality heads, loss on all tokens.
