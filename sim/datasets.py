@@ -95,8 +95,11 @@ class PolicySource:
     """Where a recipe's policies come from (a folder laid out like ``sim/experts/<task>/``)."""
 
     policy_dir: Path
+    expert_file: Path | None = None  # an expert from elsewhere (a stable-baselines3 .zip)
 
     def expert(self) -> Path:
+        if self.expert_file is not None:
+            return self._require(self.expert_file)
         return self._require(self.policy_dir / "expert.safetensors")
 
     def medium(self) -> Path:
@@ -131,10 +134,21 @@ class MissingPolicyError(MTMRobotError, FileNotFoundError):
     """A recipe needs a policy file that is not there."""
 
 
-def require_policies(task: str, recipe: str, policy_dir: Path | None) -> None:
+def require_policies(
+    task: str, recipe: str, policy_dir: Path | None, expert_file: Path | None = None
+) -> None:
     """Fail before collecting when ``recipe`` needs policy files ``policy_dir`` lacks; the
-    message says which recipes need what and how to train and ship an expert."""
+    message says which recipes need what and how to train and ship an expert.
+    ``expert_file`` (``--sb3``) stands in for ``expert.safetensors``."""
     needed = RECIPE_POLICIES[recipe]
+    if expert_file is not None:
+        if "expert.safetensors" not in needed:
+            raise MissingPolicyError(
+                f"--sb3 gives the expert; recipe '{recipe}' uses none (use expert or medium-expert)"
+            )
+        if not Path(expert_file).is_file():
+            raise MissingPolicyError(f"--sb3 {expert_file}: no such file")
+        needed = tuple(n for n in needed if n != "expert.safetensors")
     if not needed:
         return
     folder = Path(policy_dir) if policy_dir is not None else default_policy_dir(task)
@@ -189,6 +203,15 @@ class RecipeActors:
         self._cache: dict[Path, tuple[Actor, str]] = {}
 
     def _load(self, path: Path) -> tuple[Actor, str]:
+        if path not in self._cache and path.suffix == ".zip":
+            from sim.experts.sb3 import SB3Policy  # stable-baselines3: the sb3 extra
+
+            sb3 = SB3Policy(path, self.env)
+            act: Actor = (lambda obs, _rng: sb3.act(obs)) if self.deterministic else sb3.act
+            self._cache[path] = (
+                act,
+                f"sb3-{sb3.algorithm.lower()}:{path.name}@{file_digest(path)}",
+            )
         if path not in self._cache:
             policy = ExpertPolicy.load(path)
             if policy.meta.get("task") != self.env.task:
@@ -230,6 +253,7 @@ class CollectJob:
     policy_dir: str | None
     drop_actions: bool = False
     deterministic: bool = False
+    expert_file: str | None = None  # a stable-baselines3 .zip as the expert (--sb3)
 
 
 def reset_seed(seed: int, index: int) -> int:
@@ -255,7 +279,11 @@ def collect_episodes(
     from mtm_robot.data.episodes import Episode, episode_file, save_episode
 
     summaries = []
-    source = PolicySource(Path(job.policy_dir)) if job.policy_dir else None
+    source = (
+        PolicySource(Path(job.policy_dir), Path(job.expert_file) if job.expert_file else None)
+        if job.policy_dir
+        else None
+    )
     with make(job.task) as env:
         actors = RecipeActors(env, job.recipe, source, job.deterministic)
         for index in job.indices:

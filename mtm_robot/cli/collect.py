@@ -6,8 +6,9 @@
 
 Recipes: random, medium, medium-replay, medium-expert, expert (see sim/datasets.py). Policies
 come from the package (sim/experts/<task>/: expert.safetensors, medium.safetensors,
-replay/*.safetensors) unless --policy-dir points elsewhere. The data depend only on
-(task, recipe, seed, episode index): any --workers count gives identical files.
+replay/*.safetensors) unless --policy-dir points elsewhere; --sb3 PATH.zip makes a
+stable-baselines3 model the expert (PPO, A2C, SAC, TD3, DDPG with MlpPolicy). The data
+depend only on (task, recipe, seed, episode index): any --workers count gives identical files.
 --drop-actions writes action-free episodes (no actions array at all).
 
 Writes OUT/episode_<i>.npz per episode and OUT/summary.json (episodes, transitions, return
@@ -64,6 +65,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--policy-dir", help="folder with expert/medium/replay policies")
     parser.add_argument(
+        "--sb3",
+        metavar="PATH.zip",
+        help="a stable-baselines3 model as the expert (recipes expert, medium-expert)",
+    )
+    parser.add_argument(
         "--overwrite",
         action="store_true",
         help="delete the episode files and summary already in --out first",
@@ -85,7 +91,12 @@ def main(argv: list[str] | None = None) -> int:
     task = resolve(args.task)
     out = Path(args.out)
     check_output_dir(out, "--out")
-    require_policies(task, args.recipe, Path(args.policy_dir) if args.policy_dir else None)
+    require_policies(
+        task,
+        args.recipe,
+        Path(args.policy_dir) if args.policy_dir else None,
+        Path(args.sb3) if args.sb3 else None,
+    )
     atomic.recover_dir(out)  # a swap a kill interrupted: put the old store back first
     existing = sorted(out.glob("episode_*.npz")) if out.exists() else []
     if existing and not args.overwrite:
@@ -130,6 +141,7 @@ def _collect(args: argparse.Namespace, task: str, out: Path, shown: Path) -> Non
             policy_dir=policy_dir,
             drop_actions=args.drop_actions,
             deterministic=args.deterministic,
+            expert_file=str(Path(args.sb3).resolve()) if args.sb3 else None,
         )
         for i in range(0, len(indices), chunk)
     ]
@@ -166,6 +178,7 @@ def _collect(args: argparse.Namespace, task: str, out: Path, shown: Path) -> Non
         "actions": not args.drop_actions,
         "action_mode": "mean" if args.deterministic else "sample",
         "policy_dir": policy_dir,
+        "sb3_expert": args.sb3,
         "workers": args.workers,
         "wall_s": round(elapsed, 2),
         "env_steps_per_s": round(steps / elapsed, 1),
