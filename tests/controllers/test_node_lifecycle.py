@@ -142,7 +142,7 @@ def walker_checkpoint(tmp_path_factory) -> Path:
 
 
 def _node_children() -> list[int]:
-    """Pids of the serve.py processes this test process started."""
+    """Pids of the node processes (python -m mtm_robot.serving) this test process started."""
     found = []
     for entry in os.listdir("/proc"):
         if not entry.isdigit():
@@ -154,7 +154,7 @@ def _node_children() -> list[int]:
                 cmdline = handle.read()
         except (OSError, ValueError, IndexError):
             continue
-        if ppid == os.getpid() and b"serve.py" in cmdline:
+        if ppid == os.getpid() and b"mtm_robot.serving" in cmdline:
             found.append(int(entry))
     return found
 
