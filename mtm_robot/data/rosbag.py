@@ -31,12 +31,12 @@ or ``a0..``; values in ``position``), ``/mtm/reward`` as ``std_msgs/msg/Float64`
 message's header stamp equals its receive time; episodes follow each other with a gap of
 ``episode_gap_s`` so that :func:`import_bag` with ``split_gap_s`` below it splits them again.
 
-Needs the ``ros`` extra (``pip install "mtm-robot[ros]"``).
+Needs the ``ros`` extra (``pip install "mtm-robot[ros]"``); the command line is
+``mtm-interop rosbag-import`` / ``rosbag-export`` (:mod:`mtm_robot.cli.interop`).
 """
 
 from __future__ import annotations
 
-import argparse
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -45,8 +45,8 @@ from typing import Any
 
 import numpy as np
 
-from controllers.io_map import IOMap, load_io_map
-from mtm_robot.data.episodes import Episode, episode_file, load_episodes, save_episode
+from controllers.io_map import IOMap
+from mtm_robot.data.episodes import Episode
 from mtm_robot.errors import DataError
 
 log = logging.getLogger(__name__)
@@ -483,63 +483,3 @@ def export_mcap(
     finally:
         writer.close()
     return out
-
-
-# -- command line ----------------------------------------------------------------------------
-def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m mtm_robot.data.rosbag import|export ...`` (see docs/interop.md)."""
-    parser = argparse.ArgumentParser(
-        prog="python -m mtm_robot.data.rosbag", description=__doc__.split("\n")[0]
-    )
-    sub = parser.add_subparsers(dest="command", required=True)
-    imp = sub.add_parser("import", help="rosbag2 folder -> episode store")
-    imp.add_argument("bag", type=Path)
-    imp.add_argument(
-        "--topics", nargs="+", required=True, help="state topics, TOPIC or TOPIC=ALIAS"
-    )
-    imp.add_argument("--action-topic", default=None, help="command topic read as actions")
-    imp.add_argument(
-        "--action-field",
-        default=None,
-        help="member of the command topic (default: position, or its only member)",
-    )
-    imp.add_argument("--io-map", type=Path, default=None, help="I/O map YAML (default identity)")
-    imp.add_argument("--control-hz", type=float, required=True)
-    imp.add_argument("--resample", choices=RESAMPLE_METHODS, default="zoh")
-    imp.add_argument("--clock", choices=CLOCKS, default="header")
-    imp.add_argument("--split-gap-s", type=float, default=None)
-    imp.add_argument("--joint-order", nargs="+", default=None)
-    imp.add_argument("--task", default="")
-    imp.add_argument("--out", type=Path, required=True)
-    exp = sub.add_parser("export", help="episode store -> rosbag2 folder with MCAP storage")
-    exp.add_argument("store", type=Path)
-    exp.add_argument("--out", type=Path, required=True)
-    exp.add_argument("--episode-gap-s", type=float, default=1.0)
-    args = parser.parse_args(argv)
-    if args.command == "import":
-        episodes = import_bag(
-            args.bag,
-            args.topics,
-            args.control_hz,
-            io_map=load_io_map(args.io_map) if args.io_map else None,
-            action_topic=args.action_topic,
-            action_field=args.action_field,
-            method=args.resample,
-            clock=args.clock,
-            split_gap_s=args.split_gap_s,
-            joint_order=args.joint_order,
-            task=args.task,
-        )
-        for i, episode in enumerate(episodes):
-            save_episode(episode_file(args.out, i), episode)
-        print(
-            f"{args.bag}: {len(episodes)} episodes, {sum(map(len, episodes))} steps -> {args.out}"
-        )
-    else:
-        out = export_mcap(load_episodes(args.store), args.out, args.episode_gap_s)
-        print(f"{args.store} -> {out} (MCAP; open in Foxglove or `ros2 bag play {out}`)")
-    return 0
-
-
-if __name__ == "__main__":
-    raise SystemExit(main())

@@ -110,3 +110,17 @@ def test_bad_inputs_say_what_is_wrong(tmp_path):
     export_lerobot(_episodes(), tmp_path / "b")
     with pytest.raises(DataError, match="already holds"):
         export_lerobot(_episodes(), tmp_path / "b")
+
+
+def test_the_command_exports_a_store_and_imports_it_back(tmp_path):
+    from mtm_robot.cli.interop import main
+    from mtm_robot.data.episodes import episode_file, load_episodes, save_episode
+
+    for i, episode in enumerate(_episodes()):
+        save_episode(episode_file(tmp_path / "store", i), episode)
+    assert main(["lerobot-export", str(tmp_path / "store"), "--out", str(tmp_path / "ds")]) == 0
+    assert main(["lerobot-import", str(tmp_path / "ds"), "--out", str(tmp_path / "back")]) == 0
+    back = load_episodes(tmp_path / "back")
+    for a, b in zip(_episodes(), back):
+        np.testing.assert_array_equal(a.states, b.states)
+        np.testing.assert_array_equal(a.actions, b.actions)

@@ -8,8 +8,9 @@ from rosbags.rosbag2 import StoragePlugin, Writer
 from rosbags.typesys import Stores, get_typestore
 
 from controllers.io_map import ActionChannel, IOMap, RawField, StateBlock
+from mtm_robot.cli.interop import main
 from mtm_robot.data.episodes import Episode, load_episodes
-from mtm_robot.data.rosbag import export_mcap, import_bag, main, resample
+from mtm_robot.data.rosbag import export_mcap, import_bag, resample
 from mtm_robot.errors import DataError
 
 TS = get_typestore(Stores.ROS2_HUMBLE)
@@ -234,7 +235,7 @@ def test_cli_imports_a_bag_and_a_tiny_model_trains_on_it(tmp_path):
     ):
         bag = _write_bag(tmp_path / f"bag{i}", storage, with_command=command)
         argv = [
-            "import",
+            "rosbag-import",
             str(bag),
             "--topics",
             "/robot/joint_states=joint_states",
