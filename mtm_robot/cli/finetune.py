@@ -131,7 +131,8 @@ def main(argv: list[str] | None = None) -> int:
         ],
     )
     config = from_dict(TrainConfig, training, "finetune config")
-    episodes = load_data_arguments(argparse.Namespace(data=args.data, action_free=args.action_free))
+    named = argparse.Namespace(data=args.data, action_free=args.action_free)
+    episodes = load_data_arguments(named, echo=print)
     provenance = {
         "command": " ".join(shlex.quote(a) for a in sys.argv),
         "finetuned_from": str(source),
