@@ -27,6 +27,7 @@ from controllers.recorder import EpisodeRecorder
 from controllers.reference import ReferenceTrajectory
 from controllers.robot import Robot
 from controllers.timing import set_realtime_priority
+from mtm_robot.checkpoint_meta import resolve_checkpoint_path, shipped_tasks
 from mtm_robot.config import at_least, one_of, positive
 from mtm_robot.errors import MTMRobotError, SpecMismatchError
 from mtm_robot.return_target import default_return_target
@@ -46,7 +47,7 @@ class SessionConfig:
     task: str = "walker"
     """registered task, e.g. walker, walker-run, Hopper-v5"""
     checkpoint: str = "default"
-    """checkpoint served by a node this session starts ("default": the shipped walker)"""
+    """checkpoint served by a node this session starts ("default": the task's shipped model)"""
     server: str = ""
     """use a running node (tcp://host:port) instead of starting one"""
     episodes: int = 3
@@ -287,11 +288,22 @@ def _open_robot(c: SessionConfig, robot: Robot | None) -> tuple[Robot, Reference
     return env, reference
 
 
+def served_checkpoint(checkpoint: str, task: str) -> str:
+    """``default`` -> the model shipped for ``task`` when one ships, else the walker-walk
+    model (whose dims the model-fit check then compares); any other value unchanged."""
+    if checkpoint == "default" and task in shipped_tasks():
+        return str(resolve_checkpoint_path(checkpoint, task))
+    if checkpoint == "default":
+        log.debug("no model ships for %s (shipped: %s): serving the walker-walk model",
+                 task, ", ".join(shipped_tasks()))  # fmt: skip
+    return checkpoint
+
+
 def _start_node(c: SessionConfig, run_dir: Path, opened: _Opened) -> tuple[str, dict[str, Any]]:
     """Start (or connect to) the node; a node this session started is watched."""
     endpoint, metadata, opened.node = open_node(
         c.server,
-        c.checkpoint,
+        served_checkpoint(c.checkpoint, opened.env.task),
         run_dir / "node.log",
         c.node_args,
         c.node_ready_timeout_s,

@@ -30,8 +30,10 @@ WEIGHTS_FILE = "model.safetensors"
 TRAINER_FILE = "trainer.safetensors"
 #: The weights file's header: key -> the model attribute it records (as JSON).
 WEIGHTS_HEADER = {"data_spec": "spec", "model_config": "config"}
-#: The walker-walk model that ships inside the package.
-DEFAULT_CHECKPOINT = Path(__file__).resolve().parent / "checkpoints" / "walker-walk"
+#: The models that ship inside the package, one folder per task (``checkpoints/<task>/``).
+SHIPPED_CHECKPOINTS = Path(__file__).resolve().parent / "checkpoints"
+#: The walker-walk model: ``default`` when no task is named.
+DEFAULT_CHECKPOINT = SHIPPED_CHECKPOINTS / "walker-walk"
 
 
 def sha256_file(path: Path) -> str:
@@ -85,9 +87,27 @@ def action_bounds(
     return lo, hi
 
 
-def resolve_checkpoint_path(path: str | Path) -> Path:
-    """``default`` -> the shipped walker-walk checkpoint; otherwise the given directory."""
-    return DEFAULT_CHECKPOINT if str(path) == "default" else Path(path)
+def shipped_tasks() -> list[str]:
+    """The (canonical) tasks a model ships for, sorted."""
+    return sorted(p.parent.name for p in SHIPPED_CHECKPOINTS.glob(f"*/{METADATA_FILE}"))
+
+
+def resolve_checkpoint_path(path: str | Path, task: str | None = None) -> Path:
+    """``default`` -> the model shipped for ``task`` (a canonical task name, e.g.
+    ``cartpole-swingup``), or the walker-walk model when no task is given; any other value is
+    the checkpoint directory itself. A task without a shipped model is a
+    :class:`CheckpointError` naming the tasks that have one."""
+    if str(path) != "default":
+        return Path(path)
+    if task is None:
+        return DEFAULT_CHECKPOINT
+    if task not in shipped_tasks():
+        raise CheckpointError(
+            f"no model ships for task '{task}' (shipped: {', '.join(shipped_tasks())}); pass "
+            f"--checkpoint DIR with one trained on it (docs/default-model.md: collect, then "
+            f"mtm-train --data DIR --out RUN, then --checkpoint RUN/checkpoints/latest)"
+        )
+    return SHIPPED_CHECKPOINTS / task
 
 
 def verify_checkpoint(path: str | Path) -> dict[str, Any]:

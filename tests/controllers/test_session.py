@@ -17,6 +17,7 @@ import pytest
 import controllers.session as session_module
 from controllers.loop import ControllerConfig
 from controllers.session import EpisodeDone, SessionConfig, run_session
+from mtm_robot.checkpoint_meta import SHIPPED_CHECKPOINTS
 
 from .plant import N, PointMassPlant
 
@@ -111,3 +112,29 @@ def test_without_progress_a_session_logs_no_episode_lines(
         result = run_session(config, tmp_path / "run", progress=False, robot=PointMassPlant())
     assert [s["ticks"] for s in result.summaries] == [3]
     assert not [r for r in caplog.records if r.name == "controllers.session"]
+
+
+@pytest.mark.parametrize(
+    ("task", "served"),
+    [("walker-walk", str(SHIPPED_CHECKPOINTS / "walker-walk")), ("pointmass-reach", "default")],
+)
+def test_the_default_checkpoint_is_the_model_shipped_for_the_task(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path, task: str, served: str
+) -> None:
+    """``--checkpoint default`` serves the task's shipped model; a task without one keeps the
+    walker model (the model-fit check then names the mismatch)."""
+    asked: list[str] = []
+
+    def open_node(server: str, checkpoint: str, *args: Any) -> tuple[str, dict[str, Any], None]:
+        asked.append(checkpoint)
+        return "tcp://fake", dict(METADATA), None
+
+    monkeypatch.setattr(session_module, "open_node", open_node)
+    monkeypatch.setattr(session_module, "NodeClient", _FakeClient)
+    plant = PointMassPlant()
+    plant.task = task
+    config = SessionConfig(
+        task=task, episodes=1, controller=ControllerConfig(realtime=False, max_steps=2)
+    )
+    run_session(config, tmp_path / "run", robot=plant)
+    assert asked == [served]
