@@ -20,6 +20,9 @@ reply (up to a generous timeout) and needs no wall clock: deterministic evaluati
 A node the session owns is watched (:class:`NodeWatch`): while it is down, realtime ticks fall
 back as for any miss and lockstep waits for its restart, then resends (the request died with
 the node); once it is lost for good the episode ends, with the reason in ``ended_by``.
+
+Each tick's :class:`TickRecord` (state, target, prediction, latency, level, ...) goes into the
+episode's :class:`TickLog` and to any :class:`TickObserver` (a live view: ``controllers.viz``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ import logging
 import math
 import time
 from collections import deque
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields
 from typing import Any, Protocol
 
@@ -139,6 +143,9 @@ class TickRecord:
     reward: float  # nan when the robot gives no reward
     skipped: int
     node_down: bool  # the watched node was dead this tick
+    state: np.ndarray  # the observation this tick's request carried
+    target: np.ndarray  # the reference's desired next state (inverse_dynamics); nan otherwise
+    predicted: np.ndarray  # the reply's predicted next state; nan when there was none
 
 
 @dataclass
@@ -157,6 +164,9 @@ class TickLog:
     reward: list[float] = field(default_factory=list)
     skipped: list[int] = field(default_factory=list)
     node_down: list[bool] = field(default_factory=list)
+    state: list[np.ndarray] = field(default_factory=list)
+    target: list[np.ndarray] = field(default_factory=list)
+    predicted: list[np.ndarray] = field(default_factory=list)
 
     def append(self, tick: TickRecord) -> None:
         for name in _TICK_FIELDS:
@@ -188,6 +198,8 @@ class EpisodeResult:
     telemetry: TickLog
     nominal_period_s: float
     ended_by: str = ""  # why the episode stopped before its end ("": it ran to the end)
+    budget_s: float = float("nan")  # a realtime request's budget: the period less the margin
+    realtime: bool = True  # paced on the wall clock (False: lockstep)
 
     def summary(self) -> dict[str, Any]:
         tel = self.telemetry.arrays()
@@ -215,6 +227,19 @@ class EpisodeResult:
 
 def _pct(x: np.ndarray, q: float) -> float:
     return float(np.percentile(x, q)) if len(x) else float("nan")
+
+
+class TickObserver(Protocol):
+    """Sees the loop's telemetry as it is made (a live view, a logger): optional.
+
+    ``on_tick`` runs on the control thread inside the tick, so it must return at once (hand the
+    record to a thread of its own, never block); ``on_episode_end`` runs between episodes. An
+    observer that raises is logged and dropped: the loop goes on without it.
+    """
+
+    def on_episode_start(self, seed: int) -> None: ...
+    def on_tick(self, step: int, tick: TickRecord) -> None: ...
+    def on_episode_end(self, result: EpisodeResult) -> None: ...
 
 
 @dataclass
@@ -266,6 +291,7 @@ class Controller:
 
     ``keep_physics``: read the robot's physics state every tick into the result (for rendering
     a video afterwards); with a ``recorder`` it is read for the recording anyway.
+    ``observers``: see every tick's record as it is made (:class:`TickObserver`).
     """
 
     def __init__(
@@ -281,8 +307,10 @@ class Controller:
         recorder: EpisodeRecorder | None = None,
         node: NodeWatch | None = None,
         keep_physics: bool = False,
+        observers: Sequence[TickObserver] = (),
     ) -> None:
         self.env = env
+        self.observers = list(observers)
         self.node = node
         self.policy = policy
         self.config = config
@@ -312,6 +340,7 @@ class Controller:
         """One episode from ``env.reset(seed=seed)`` until the robot ends it, ``max_steps``
         ticks have run, or the watched node is lost (``ended_by`` says so)."""
         episode = self._begin(seed)
+        self._notify("on_episode_start", seed)
         while not self._finished(episode):
             episode.ended_by = self._node_lost()
             if episode.ended_by:
@@ -322,7 +351,18 @@ class Controller:
                 episode.ended_by = str(exc)
                 break
         self._end_recording(episode)
-        return self._result(seed, episode)
+        result = self._result(seed, episode)
+        self._notify("on_episode_end", result)
+        return result
+
+    def _notify(self, event: str, *args: Any) -> None:
+        """Call ``event`` on every observer; one that raises is logged and dropped."""
+        for observer in list(self.observers):
+            try:
+                getattr(observer, event)(*args)
+            except Exception:  # a broken view must not stop the robot
+                log.exception("tick observer %r failed in %s: dropped", observer, event)
+                self.observers.remove(observer)
 
     def _begin(self, seed: int) -> _Episode:
         """Reset the robot (and the reference, the recording) and start a fresh schedule."""
@@ -361,7 +401,10 @@ class Controller:
         """Wait for the tick, ask the policy, apply its action or fall back, step, record."""
         tick = episode.timer.wait()
         surprise = self._surprise(episode.state, episode.predicted_next)
-        reply, latency, node_down = self._ask(episode)  # raises NodeLostError
+        request_fields = self._fields(
+            episode.step, episode.state, episode.history_states, episode.history_actions
+        )
+        reply, latency, node_down = self._ask(episode, request_fields)  # raises NodeLostError
         requested, level, model_id = self._answer(episode, reply)
         applied = episode.safety.apply(requested, episode.last_applied, self.neutral)
         snapshot = self.env.get_physics_state() if self.keep_physics else None
@@ -381,22 +424,28 @@ class Controller:
             )
         reward_value = float("nan") if reward is None else float(reward)
         previous = episode.previous_start_s
-        episode.telemetry.append(
-            TickRecord(
-                t_s=tick.started_s,
-                period_s=episode.timer.period_s if previous is None else tick.started_s - previous,
-                lateness_s=tick.lateness_s,
-                latency_s=latency,
-                level=level,
-                model_id=model_id,
-                requested=np.asarray(requested, np.float64),
-                applied=applied,
-                surprise=surprise,
-                reward=reward_value,
-                skipped=tick.skipped,
-                node_down=node_down,
-            )
+        unknown = np.full(len(episode.state), np.nan)
+        future = request_fields.get("future_states")
+        record = TickRecord(
+            t_s=tick.started_s,
+            period_s=episode.timer.period_s if previous is None else tick.started_s - previous,
+            lateness_s=tick.lateness_s,
+            latency_s=latency,
+            level=level,
+            model_id=model_id,
+            requested=np.asarray(requested, np.float64),
+            applied=applied,
+            surprise=surprise,
+            reward=reward_value,
+            skipped=tick.skipped,
+            node_down=node_down,
+            state=np.asarray(episode.state, np.float64),
+            target=unknown if future is None else np.asarray(future[0], np.float64),
+            predicted=unknown if episode.predicted_next is None else episode.predicted_next,
         )
+        episode.telemetry.append(record)
+        if self.observers:
+            self._notify("on_tick", episode.step, record)
         episode.previous_start_s = tick.started_s
         if not self.config.realtime:
             assert isinstance(self.clock, SimulatedClock)
@@ -412,7 +461,9 @@ class Controller:
             diff = diff / self.state_scale
         return float(np.sqrt(np.mean(diff**2)))
 
-    def _ask(self, episode: _Episode) -> tuple[Reply | None, float, bool]:
+    def _ask(
+        self, episode: _Episode, request_fields: dict[str, Any]
+    ) -> tuple[Reply | None, float, bool]:
         """Request this tick's action within its budget (lockstep: the generous timeout).
 
         Returns the reply (None: none in time), its latency in seconds (nan without a good
@@ -424,9 +475,6 @@ class Controller:
         sent_wall = time.perf_counter()
         timeout_ms = (
             c.lockstep_timeout_ms if not c.realtime else max(0.0, (budget_end - sent) * 1e3)
-        )
-        request_fields = self._fields(
-            episode.step, episode.state, episode.history_states, episode.history_actions
         )
         generation = self.node.generation if self.node is not None else 0
         node_down = self.node is not None and self.node.down
@@ -488,6 +536,8 @@ class Controller:
             episode.telemetry,
             episode.timer.period_s,
             episode.ended_by,
+            episode.timer.period_s - self.config.deadline_margin_ms / 1e3,
+            self.config.realtime,
         )
 
     def _node_lost(self) -> str:

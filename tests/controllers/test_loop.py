@@ -195,3 +195,57 @@ def test_controllers_import_neither_torch_nor_the_model():
     )
     result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
     assert result.returncode == 0, result.stdout + result.stderr
+
+
+class ListObserver:
+    """Keeps what a :class:`~controllers.loop.TickObserver` is told."""
+
+    def __init__(self) -> None:
+        self.events: list[tuple[str, Any]] = []
+
+    def on_episode_start(self, seed):
+        self.events.append(("start", seed))
+
+    def on_tick(self, step, tick):
+        self.events.append(("tick", (step, tick)))
+
+    def on_episode_end(self, result):
+        self.events.append(("end", result))
+
+
+class BrokenObserver(ListObserver):
+    def on_tick(self, step, tick):
+        raise RuntimeError("viewer gone")
+
+
+def test_telemetry_keeps_states_targets_and_predictions_and_observers_see_every_tick():
+    clock = SimulatedClock()
+    policy = ScriptedPolicy(clock, down=[3])
+    ref = ReferenceTrajectory(np.cumsum(np.ones((40, 2)) * 0.05, axis=0), indexing="time")
+    seen, broken = ListObserver(), BrokenObserver()
+    controller = Controller(
+        ToyEnv(),
+        policy,
+        ControllerConfig(mode="inverse_dynamics", deadline_margin_ms=2.0),
+        reference=ref,
+        clock=clock,
+        observers=[broken, seen],
+    )
+    result = controller.run_episode(seed=0)
+    tel = result.telemetry.arrays()
+    assert tel["state"].shape == tel["target"].shape == tel["predicted"].shape == (30, 2)
+    np.testing.assert_allclose(tel["state"], result.states)
+    np.testing.assert_allclose(tel["target"], ref.states[1:31])  # time indexing: step + 1
+    np.testing.assert_allclose(tel["target"][5], policy.requests[5]["future_states"][0])
+    assert np.isnan(tel["predicted"][3]).all()  # no reply on tick 3: no prediction
+    np.testing.assert_allclose(tel["predicted"][4], tel["state"][5])  # the toy model is exact
+    assert result.budget_s == pytest.approx(1 / 50 - 0.002) and result.realtime
+    # the observer saw the start, every tick's record in order, the result; the broken one
+    # was dropped after its first failure and the loop went on
+    kinds = [kind for kind, _ in seen.events]
+    assert kinds == ["start"] + ["tick"] * 30 + ["end"]
+    assert [step for step, _ in (e for k, e in seen.events if k == "tick")] == list(range(30))
+    assert seen.events[-1][1] is result
+    assert controller.observers == [seen]
+    other, _ = _controller()
+    assert np.isnan(other.run_episode(seed=0).telemetry.arrays()["target"]).all()
