@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -27,6 +27,7 @@ from controllers.recorder import EpisodeRecorder
 from controllers.reference import ReferenceTrajectory
 from controllers.robot import Robot
 from controllers.timing import set_realtime_priority
+from controllers.viz import RerunView, check_target
 from mtm_robot.checkpoint_meta import resolve_checkpoint_path, shipped_tasks
 from mtm_robot.config import at_least, one_of, positive
 from mtm_robot.errors import MTMRobotError, SpecMismatchError
@@ -74,11 +75,19 @@ class SessionConfig:
     """restarts of the node this session started, after it dies (then the run ends)"""
     rt_priority: int = 0
     """SCHED_FIFO priority (1-99) for the loop and the node (needs root; 0: normal)"""
+    viz: str = ""
+    """live view with rerun (the viz extra): FILE.rrd, 'live' (spawn a viewer), or a viewer's
+    rerun+http://HOST:PORT/proxy ("": none)"""
+    viz_frames_every: int = 0
+    """--viz: a camera frame every N ticks, rendered from the physics after each episode
+    (about 130 ms a frame on CPU; 0: none)"""
     controller: ControllerConfig = field(default_factory=ControllerConfig)
 
     def __post_init__(self) -> None:
         at_least(1, episodes=self.episodes)
         at_least(0, seed=self.seed, rt_priority=self.rt_priority)
+        at_least(0, viz_frames_every=self.viz_frames_every)
+        check_target(self.viz)
         positive(node_ready_timeout_s=self.node_ready_timeout_s)
         one_of("reference_indexing", self.reference_indexing, ("nearest", "time"))
 
@@ -199,8 +208,14 @@ class _Opened:
     node: NodeProcess | None = None
     watch: NodeSupervisor | None = None
     recorder: EpisodeRecorder | None = None
+    view: RerunView | None = None
+    frames_env: Robot | None = None  # renders the view's camera frames
 
     def close(self) -> None:
+        if self.view is not None:
+            self.view.close()
+        if self.frames_env is not None:
+            self.frames_env.close()
         if self.recorder is not None:
             self.recorder.close()
             if self.recorder.dropped_steps:
@@ -229,6 +244,7 @@ def run_session(
     closes it) instead of building ``config.task`` from the simulator registry.
     ``keep_physics``: keep every tick's physics state in the episode results (a simulator's,
     for a video afterwards); a recording stores it either way, and a robot without one has none.
+    ``config.viz``: every tick goes to a rerun view too (:mod:`controllers.viz`).
     """
     c = config
     env, reference = _open_robot(c, robot)
@@ -241,6 +257,8 @@ def run_session(
         _configure_control(c, metadata)
         if c.record:
             opened.recorder = EpisodeRecorder(c.record)
+        if c.viz:
+            opened.view = _open_view(c, env, opened)
         with NodeClient(endpoint, timeout_ms=c.controller.lockstep_timeout_ms) as client:
             client.wait_ready(timeout_s=c.node_ready_timeout_s)  # connected and warm
             state_std = metadata.get("state_std")
@@ -252,7 +270,8 @@ def run_session(
                 state_scale=np.asarray(state_std) if state_std else None,
                 recorder=opened.recorder,
                 node=opened.watch,
-                keep_physics=keep_physics,
+                keep_physics=keep_physics or bool(opened.view and opened.view.render_frames),
+                observers=[opened.view] if opened.view is not None else [],
             )
             done = _run_episodes(c, controller, task, opened.recorder, progress, on_episode)
     finally:
@@ -297,6 +316,31 @@ def served_checkpoint(checkpoint: str, task: str) -> str:
         log.debug("no model ships for %s (shipped: %s): serving the walker-walk model",
                  task, ", ".join(shipped_tasks()))  # fmt: skip
     return checkpoint
+
+
+def _open_view(c: SessionConfig, env: Robot, opened: _Opened) -> RerunView:
+    """The rerun view of ``--viz``; its camera frames come from a second copy of the task."""
+    render = None
+    if c.viz_frames_every and not opened.owns_env:
+        log.warning("--viz-frames-every: no frames of a robot passed in (no simulator to render)")
+    elif c.viz_frames_every:
+        from sim.render import frames_from_physics
+
+        frames_env = opened.frames_env = make_task(c.task)
+
+        def render(physics: np.ndarray, stride: int) -> Iterable[np.ndarray]:
+            return frames_from_physics(frames_env, physics, stride=stride)  # type: ignore[arg-type]
+
+    rate_hz = c.controller.control_hz or env.control_hz
+    return RerunView(
+        c.viz,
+        task=env.task,
+        render_frames=render,
+        frames_every=c.viz_frames_every,
+        budget_s=1 / rate_hz - c.controller.deadline_margin_ms / 1e3
+        if c.controller.realtime
+        else None,
+    )
 
 
 def _start_node(c: SessionConfig, run_dir: Path, opened: _Opened) -> tuple[str, dict[str, Any]]:

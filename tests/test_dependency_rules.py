@@ -66,6 +66,14 @@ RULES = [
         static=False,  # controllers.session imports sim lazily, for registered tasks
     ),
     Rule(
+        "controllers-no-viewer-at-import",
+        ("controllers",),
+        ("rerun",),
+        "the rerun view is an optional extra: controllers.viz imports rerun when a session "
+        "opens a view (--viz), so a control process without it starts as before",
+        static=False,  # controllers.viz imports rerun lazily, in RerunView
+    ),
+    Rule(
         "calibration-no-torch",
         ("calibration",),
         ("torch", "launch"),
