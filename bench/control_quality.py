@@ -1,5 +1,5 @@
-"""Control quality of a checkpoint on walker-walk, lockstep, on evaluation seeds never used in
-training or data collection (``controllers.session.EVALUATION_SEED_BASE`` + i):
+"""Control quality of a checkpoint on a task (default walker-walk), lockstep, on evaluation
+seeds never used in training or data collection (``controllers.session.EVALUATION_SEED_BASE`` + i):
 
 * ``return_conditioned`` with the default return target;
 * ``inverse_dynamics`` tracking an action-free expert demonstration (``--reference``; the
@@ -11,12 +11,14 @@ are a lockstep ``sim_control`` session's (same history, bounds, reference tracki
 
   python bench/control_quality.py --checkpoint default \
       --reference data/walker/demo/episode_000000.npz
+  python bench/control_quality.py --task cartpole-swingup --episodes 20
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+from pathlib import Path
 
 import numpy as np
 
@@ -24,10 +26,12 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 from controllers.loop import ControllerConfig
 from controllers.reference import ReferenceTrajectory
-from controllers.session import EVALUATION_SEED_BASE
+from controllers.session import EVALUATION_SEED_BASE, shipped_demonstration
 from mtm_robot.evaluation import MTMPolicy
 from mtm_robot.report.page import hardware, write_section
 from sim.evaluation import StatePolicy, evaluate
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def expert_scores(task: str, episodes: int, seed: int, max_steps: int = 0) -> np.ndarray:
@@ -68,12 +72,32 @@ def mtm_scores(
     return result.scores, policy.model_id
 
 
+def _row(label: str, returns: np.ndarray, scores: np.ndarray) -> str:
+    """One table row: return and score mean ± std, 5th percentile and worst episode."""
+    return (
+        f"| {label} | {returns.mean():.1f} ± {returns.std():.1f} | "
+        f"{np.percentile(returns, 5):.1f} | {returns.min():.1f} | "
+        f"{scores.mean():.1f} ± {scores.std():.1f} | {scores.min():.1f} |"
+    )
+
+
 def main() -> None:
+    from mtm_robot.checkpoint_meta import resolve_checkpoint_path
+    from sim.registry import normalized_score, resolve
+
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--checkpoint", default="default")
-    parser.add_argument("--reference", required=True, help="action-free expert demonstration")
+    parser.add_argument("--task", default="walker", help="registered task (default: walker)")
+    parser.add_argument(
+        "--checkpoint", default="default", help="checkpoint (default: the task's shipped model)"
+    )
+    parser.add_argument(
+        "--reference",
+        default="",
+        help="action-free expert demonstration for inverse_dynamics (default: the task's "
+        "shipped one; none: inverse_dynamics is not run)",
+    )
     parser.add_argument("--episodes", type=int, default=20)
     parser.add_argument("--seed", type=int, default=EVALUATION_SEED_BASE)
     parser.add_argument("--target-fraction", type=float, default=1.0)
@@ -82,49 +106,64 @@ def main() -> None:
     )
     parser.add_argument("--no-write", action="store_true")
     args = parser.parse_args()
-    expert = expert_scores("walker", args.episodes, args.seed, args.max_steps)
+    task = resolve(args.task)
+    checkpoint = str(resolve_checkpoint_path(args.checkpoint, task))
+    reference = args.reference
+    if not reference:
+        shipped = shipped_demonstration(task)
+        reference = str(shipped.relative_to(ROOT)) if shipped is not None else ""
+    modes = ["return_conditioned"] + (["inverse_dynamics"] if reference else [])
+
+    def returns_of(scores: np.ndarray) -> np.ndarray:  # the score is affine in the return
+        slope = normalized_score(task, 1.0) - normalized_score(task, 0.0)
+        return (scores - normalized_score(task, 0.0)) / slope
+
+    expert = expert_scores(task, args.episodes, args.seed, args.max_steps)
     print(f"expert: {expert.mean():.1f} ± {expert.std():.1f}", flush=True)
-    rows = []
-    for mode in ("return_conditioned", "inverse_dynamics"):
+    rows = [_row("data-generating expert (baseline)", returns_of(expert), expert)]
+    for mode in modes:
         scores, model_id = mtm_scores(
-            args.checkpoint,
+            checkpoint,
             mode,
-            "walker",
+            task,
             args.episodes,
             args.seed,
-            args.reference,
+            reference,
             args.target_fraction,
             args.max_steps,
         )
         print(f"{mode}: {scores.mean():.1f} ± {scores.std():.1f}", flush=True)
-        rows.append(
-            f"| MTM `{model_id}`, {mode} | {scores.mean():.1f} ± "
-            f"{scores.std():.1f} | {scores.min():.1f} |"
-        )
+        rows.append(_row(f"MTM `{model_id}`, {mode}", returns_of(scores), scores))
     seeds = f"{args.seed}..{args.seed + args.episodes - 1}"
-    e = f"{expert.mean():.1f} ± {expert.std():.1f} | {expert.min():.1f}"
     command = (
-        f"python bench/control_quality.py --checkpoint {args.checkpoint} "
-        f"--reference {args.reference} --episodes {args.episodes}"
+        f"python bench/control_quality.py --task {task} --episodes {args.episodes}"
+        + (f" --checkpoint {args.checkpoint}" if args.checkpoint != "default" else "")
+        + (f" --reference {args.reference}" if args.reference else "")
         + (f" --max-steps {args.max_steps}" if args.max_steps else "")
     )
-    md = f"""## Control quality, walker-walk (issue: controller)
+    tracking = (
+        f" `inverse_dynamics` tracks the action-free expert demonstration `{reference}` "
+        "(nearest-state indexing)."
+        if reference
+        else ""
+    )
+    md = f"""## Control quality, {task} (issue: controller)
 
 Lockstep, {args.episodes} evaluation episodes (reset seeds {seeds},
-never used in training or collection); normalised score = 100 x (R - random) / (expert - random)
-with the registry's reference returns. `inverse_dynamics` tracks the action-free expert
-demonstration `{args.reference}` (nearest-state indexing). Hardware: {hardware()}.
+never used in training, collection or choosing anything); normalised score =
+100 x (R - random) / (expert - random) with the registry's reference returns.{tracking}
+Checkpoint `{checkpoint if args.checkpoint != "default" else f"mtm_robot/checkpoints/{task}/"}`.
+Hardware: {hardware()}.
 
-| policy | normalised score, mean ± std | worst episode |
-| --- | --- | --- |
-| data-generating expert (baseline) | {e} |
+| policy | return, mean ± std | 5th pct | worst | score, mean ± std | worst score |
+| --- | ---: | ---: | ---: | ---: | ---: |
 {chr(10).join(rows)}
 
 Command: `{command}`
 """
     print(md)
     if not args.no_write:
-        write_section("control-quality", md)
+        write_section("control-quality" if task == "walker-walk" else f"control-quality-{task}", md)
 
 
 if __name__ == "__main__":

@@ -54,6 +54,7 @@ DM_CONTROL_OBSERVATION_KEYS: dict[str, tuple[str, ...]] = {
     "cheetah": ("position", "velocity"),
     "hopper": ("position", "velocity", "touch"),
     "cartpole": ("position", "velocity"),
+    "reacher": ("position", "to_target", "velocity"),
     "quadruped": ("egocentric_state", "torso_velocity", "torso_upright", "imu", "force_torque"),
 }
 
@@ -122,6 +123,7 @@ _DMC_TASKS: tuple[tuple[str, bool, float], ...] = (
     ("hopper-hop", True, 0.031),
     ("hopper-stand", False, 1.726),
     ("cartpole-swingup", True, 26.474),
+    ("reacher-easy", True, 27.600),
     ("quadruped-walk", True, 177.224),
 )
 for _name, _default, _random in _DMC_TASKS:
