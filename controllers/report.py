@@ -297,9 +297,10 @@ def tracking_error(episode: EpisodeResult) -> np.ndarray:
     return np.sqrt(np.mean(diff**2, axis=1))
 
 
-def tracking_figure(result: SessionResult, dims: int = 3) -> Figure | None:
+def tracking_figure(result: SessionResult, dims: int = 2, window: int = 200) -> Figure | None:
     """inverse_dynamics: the tracking error per tick, and the ``dims`` state dimensions the
-    reference moves most, reached vs desired (first episode); None when nothing tracked one."""
+    reference moves most, reached vs desired (the first ``window`` ticks of the first episode,
+    where a line can still be followed); None when no episode tracked a reference."""
     tracked = [
         (i, e)
         for i, e in enumerate(result.episodes)
@@ -330,18 +331,22 @@ def tracking_figure(result: SessionResult, dims: int = 3) -> Figure | None:
     x, xlabel = _ticks_axis(episode)
     tel = episode.telemetry.arrays()
     moved = np.argsort(np.nanstd(tel["target"], axis=0))[::-1][:dims]
+    shown = slice(1, window + 1)
     for d in moved:
-        (line,) = states_ax.plot(x[1:], tel["state"][1:, d], lw=1, label=f"state[{d}] reached")
+        (line,) = states_ax.plot(
+            x[shown], tel["state"][shown, d], lw=1, label=f"state[{d}] reached"
+        )
         states_ax.plot(
-            x[1:],
-            tel["target"][:-1, d],
+            x[shown],
+            tel["target"][: min(window, len(x) - 1), d],
             lw=1,
             ls="--",
             color=line.get_color(),
             label=f"state[{d}] asked for",
         )
     states_ax.set(
-        title=f"the {len(moved)} state dims the reference moves most ({_label(i, episode)})",
+        title=f"the {len(moved)} state dims the reference moves most\n"
+        f"({_label(i, episode)}, first {min(window, len(x) - 1)} ticks)",
         xlabel=xlabel,
         ylabel="state value (observation units)",
     )
