@@ -24,6 +24,8 @@ this module, so ``controllers`` loads no viewer.
 from __future__ import annotations
 
 import logging
+import os
+import sys
 import threading
 import time
 from collections import deque
@@ -69,6 +71,18 @@ def check_target(target: str) -> None:
         raise ConfigError(
             f"viz must be a FILE.rrd, '{LIVE}' (spawn a viewer) or a viewer's "
             f"rerun+http://HOST:PORT/proxy address, got '{target}'"
+        )
+
+
+def _check_display() -> None:
+    """``live`` spawns a viewer window: on Linux without a display it could only die."""
+    if sys.platform.startswith("linux") and not (
+        os.environ.get("DISPLAY") or os.environ.get("WAYLAND_DISPLAY")
+    ):
+        raise ConfigError(
+            "--viz live spawns a viewer window and this machine has no display (DISPLAY and "
+            "WAYLAND_DISPLAY unset): save to a FILE.rrd and open it with 'rerun FILE.rrd', or "
+            "start 'rerun' on a machine with a screen and pass --viz rerun+http://HOST:9876/proxy"
         )
 
 
@@ -118,6 +132,7 @@ class RerunView:
         self._stop = threading.Event()
         self.rec = rr.RecordingStream("mtm-robot", recording_id=f"sim-control-{time.time_ns()}")
         if target == LIVE:
+            _check_display()
             self.rec.spawn()
         elif target.endswith(".rrd"):
             Path(target).parent.mkdir(parents=True, exist_ok=True)
@@ -236,13 +251,19 @@ class RerunView:
         while self._pending and self._thread.is_alive() and time.perf_counter() < give_up:
             time.sleep(self.poll_s)
 
-    def close(self) -> None:
-        """Log what is queued, then close the recording (an ``.rrd`` is complete after this)."""
+    def close(self, flush_timeout_s: float = 10.0) -> None:
+        """Log what is queued, then close the recording (an ``.rrd`` is complete after this).
+
+        A viewer that cannot be reached (closed, or never started) costs a warning, not the run.
+        """
         self._stop.set()
         self._thread.join(timeout=60.0)
         if self.dropped_ticks:
             log.warning("rerun view dropped %d ticks (its queue was full)", self.dropped_ticks)
-        self.rec.flush()
+        try:
+            self.rec.flush(timeout_sec=flush_timeout_s)
+        except RuntimeError as exc:  # rerun's error for a viewer it cannot reach
+            log.warning("rerun view: %s could not take the recording: %s", self.target, exc)
         self.rec.disconnect()
 
 

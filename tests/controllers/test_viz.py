@@ -113,3 +113,11 @@ def test_sim_control_viz_writes_an_rrd_of_the_run(tmp_path):
         assert rows[entity] == list(range(30)), entity
     assert rows["camera"] == [0, 10, 20]
     assert "timing/budget_ms" not in rows  # lockstep: no realtime budget
+
+
+def test_live_without_a_display_says_what_to_do_instead(monkeypatch, tmp_path):
+    monkeypatch.delenv("DISPLAY", raising=False)
+    monkeypatch.delenv("WAYLAND_DISPLAY", raising=False)
+    monkeypatch.setattr(sys, "platform", "linux")
+    with pytest.raises(ConfigError, match=r"no display.*FILE\.rrd.*rerun\+http://HOST:9876"):
+        RerunView("live")
