@@ -101,6 +101,27 @@ step "mtm-sim-control --task walker --episodes 1 --lockstep (50 steps): OK"
     >"$WORK/collect.log" 2>&1 || { cat "$WORK/collect.log" >&2; fail "mtm-collect"; }
 step "mtm-collect --recipe expert --episodes 1: OK"
 
+# 6. the Python API example (docs/python-api.md's episode example), from the installed package
+"$PY" - >"$WORK/api.log" 2>&1 <<'PYEOF' || { cat "$WORK/api.log" >&2; fail "the Python API example"; }
+import numpy as np
+import mtm_robot
+from sim import registry
+
+env = registry.make("walker-walk")
+policy = mtm_robot.load_policy("default", return_target=900)
+observation, _ = env.reset(seed=0)
+policy.reset()
+episode_return = 0.0
+for _ in range(50):
+    action = policy.act(observation)
+    assert np.all(np.abs(action) <= 1.0), action  # clipped to the walker's bounds
+    observation, reward, terminated, truncated, _ = env.step(action)
+    episode_return += reward
+env.close()
+print(f"return over 50 steps: {episode_return:.1f}")
+PYEOF
+step "Python API example (load_policy('default'), 50 walker steps): $(tail -1 "$WORK/api.log")"
+
 if [[ -s "$MTM_FORBIDDEN_LOG" ]]; then
     cat "$MTM_FORBIDDEN_LOG" >&2
     fail "files were opened under the checkout"
