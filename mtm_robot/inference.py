@@ -9,6 +9,8 @@ Slot layout of a segment of length L (see :mod:`mtm_robot.model.masks`): slots `
 the last ``k`` executed (state, action) pairs, slot ``k`` the current state, later slots the
 future (desired states for ``inverse_dynamics``, the goal in the last slot for ``goal``,
 planned actions for ``forward_dynamics``). History longer than L-1 is cut to its last L-1 pairs.
+What goes where for each mode, and where its answer is read, is looked up in
+:mod:`mtm_robot_client.modes`; no code here branches on a mode's name.
 """
 
 from __future__ import annotations
@@ -23,12 +25,12 @@ from mtm_robot.data.normalize import Normalizer
 from mtm_robot.errors import SpecMismatchError
 from mtm_robot.model import masks as mask_lib
 from mtm_robot.model.mtm import MTM, DataSpec
+from mtm_robot_client.modes import ARRAYS, MODES, REPLY_ARRAYS
+from mtm_robot_client.modes import slots as mode_slots
 
 #: A batched forward in normalised units: inputs name -> (B, L, k) float32, masks name ->
 #: (B, L) bool; returns name -> (B, L, k) float32. Torch and ONNX backends both provide one.
 ForwardFn = Callable[[dict[str, np.ndarray], dict[str, np.ndarray]], dict[str, np.ndarray]]
-
-MODES = mask_lib.INFERENCE_MODES
 
 
 @dataclass
@@ -86,20 +88,25 @@ class Predictor:
 
     @property
     def modes(self) -> tuple[str, ...]:
+        """The modes this model serves: the return modes need a ``returns`` modality."""
         has_returns = "returns" in self.spec.modalities
-        return tuple(
-            m for m in MODES if has_returns or m not in ("return_conditioned", "two_stage")
-        )
+        return tuple(n for n, m in MODES.items() if has_returns or not m.needs_return_target)
 
     # -- assembly ---------------------------------------------------------------------------
-    def _layout(self, ctx: Context) -> tuple[dict[str, np.ndarray], mask_lib.Mask, int]:
-        """Raw (unnormalised) slot arrays (L, k), the mask, and the history length."""
+    def _layout(self, ctx: Context) -> tuple[dict[str, np.ndarray], list[mask_lib.Mask], int]:
+        """Raw (unnormalised) slot arrays (L, k), the mask of each forward, the history length.
+
+        Everything mode-specific is looked up in the mode's description
+        (:mod:`mtm_robot_client.modes`): its arrays and their placements, its return target,
+        whether it keeps a future slot; its masks come from ``masks.MODE_MASKS``.
+        """
         L = self.spec.segment_length
         ds, da = self.spec.modalities["states"], self.spec.modalities["actions"]
         if ctx.mode not in self.modes:
             raise SpecMismatchError(
                 f"mode '{ctx.mode}' not served by this model; modes: {list(self.modes)}"
             )
+        mode = MODES[ctx.mode]
         state = _rows(ctx.state, ds, "state")
         if len(state) != 1:
             raise SpecMismatchError(f"state: expected one state of dim {ds}, got {state.shape}")
@@ -109,86 +116,92 @@ class Predictor:
             raise SpecMismatchError(
                 f"history_states has {len(hs)} rows but history_actions {len(ha)}"
             )
-        max_history = L - 1
-        # these modes need a future slot (the desired state, the goal, stage 2's predicted
-        # states): their history is cut to L-2 steps
-        needs_future = ("inverse_dynamics", "goal", "two_stage")
-        if ctx.mode in needs_future:
-            max_history = L - 2
-        if L < 2 and ctx.mode in needs_future:
+        # a mode that needs a future slot (a desired state, a goal, stage 2's predicted
+        # states) cuts its history to L-2 steps
+        if mode.needs_future_slot and L < 2:
             raise SpecMismatchError(f"mode '{ctx.mode}' needs segment_length >= 2")
-        k = min(len(hs), max_history)
+        k = min(len(hs), L - 2 if mode.needs_future_slot else L - 1)
         hs, ha = hs[len(hs) - k :], ha[len(ha) - k :]
         slots = {n: np.zeros((L, d), dtype=np.float32) for n, d in self.spec.modalities.items()}
         slots["states"][:k] = hs
         slots["states"][k] = state[0]
         slots["actions"][:k] = ha
-        if ctx.mode == "inverse_dynamics":
-            future = _rows(ctx.future_states, ds, "future_states")
-            if len(future) == 0:
-                raise SpecMismatchError("inverse_dynamics needs at least one future state")
-            future = future[: L - 1 - k]
-            slots["states"][k + 1 : k + 1 + len(future)] = future
-            mask = mask_lib.inverse_dynamics(self.names, L, k, len(future))
-        elif ctx.mode == "goal":
-            goal = _rows(ctx.goal_state, ds, "goal_state")
-            if len(goal) != 1:
-                raise SpecMismatchError("goal needs exactly one goal_state")
-            slots["states"][L - 1] = goal[0]
-            mask = mask_lib.goal(self.names, L, k)
-        elif ctx.mode == "forward_dynamics":
-            planned = _rows(ctx.planned_actions, da, "planned_actions")[: L - k]
-            if len(planned) == 0:
-                raise SpecMismatchError("forward_dynamics needs at least one planned action")
-            slots["actions"][k : k + len(planned)] = planned
-            mask = mask_lib.forward_dynamics(self.names, L, k, len(planned))
-        elif ctx.mode in ("return_conditioned", "two_stage"):
+        rows: dict[str, int] = {}  # rows placed of each row array: the mask builder's counts
+        for name, placement in mode.layout:
+            array = ARRAYS[name]
+            given = _rows(getattr(ctx, name), self.spec.modalities[array.modality], name)
+            if not array.rows and len(given) != 1:
+                raise SpecMismatchError(f"{ctx.mode} needs exactly one {name}")
+            where = mode_slots(placement, L, k)
+            given = given[: where.stop - where.start]  # what fits
+            if len(given) == 0:
+                raise SpecMismatchError(f"{ctx.mode} needs at least one row of {name}")
+            slots[array.modality][where.start : where.start + len(given)] = given
+            if array.rows:
+                rows[name] = len(given)
+        if mode.needs_return_target:
             if ctx.return_target is None or not np.isfinite(ctx.return_target):
                 raise SpecMismatchError(f"{ctx.mode} needs a finite return_target")
             slots["returns"][:] = ctx.return_target
-            if ctx.mode == "two_stage":
-                mask = mask_lib.two_stage(self.names, L, k)[0]
-            else:
-                mask = mask_lib.return_conditioned(self.names, L, k)
-        else:
-            mask = mask_lib.behavior_cloning(self.names, L, k)
-        return slots, mask, k
+        masks = mask_lib.mode_masks(ctx.mode, self.names, L, k, **rows)
+        return slots, masks, k
 
     def _normalise(self, raw: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         return {n: self.normalizer.normalize(n, v) for n, v in raw.items()}
 
     # -- running ----------------------------------------------------------------------------
     def predict_batch(self, contexts: Sequence[Context]) -> list[Prediction]:
-        """One fixed-shape forward for every context (two for any ``two_stage`` ones)."""
+        """One fixed-shape forward for every context, then one more for the contexts whose
+        mode takes another forward (``two_stage``), each time with only those contexts."""
         layouts = [self._layout(c) for c in contexts]
         raw = {n: np.stack([lay[0][n] for lay in layouts]) for n in self.names}
-        mask = mask_lib.stack_masks([lay[1] for lay in layouts])
+        mask = mask_lib.stack_masks([lay[1][0] for lay in layouts])
         out = self.forward(self._normalise(raw), mask)
-        two_stage = [i for i, c in enumerate(contexts) if c.mode == "two_stage"]
-        if two_stage:
-            L = self.spec.segment_length
-            raw2 = {n: raw[n][two_stage].copy() for n in self.names}
-            masks2 = []
-            for j, i in enumerate(two_stage):
-                k = layouts[i][2]
-                for name in ("states", "returns"):  # stage 1's future fills stage 2's
-                    predicted = self.normalizer.denormalize(name, out[name][i])
-                    raw2[name][j, k + 1 :] = predicted[k + 1 :]
-                masks2.append(mask_lib.two_stage(self.names, L, k)[1])
-            out2 = self.forward(self._normalise(raw2), mask_lib.stack_masks(masks2))
-            for n in self.names:
-                out[n] = out[n].copy()
-                out[n][two_stage] = out2[n]
+        stage = 1
+        while later := [i for i, lay in enumerate(layouts) if len(lay[1]) > stage]:
+            out = self._next_forward(out, raw, layouts, later, stage)
+            stage += 1
         actions = self.normalizer.denormalize("actions", out["actions"])  # (B, L, da)
         states = self.normalizer.denormalize("states", out["states"])  # (B, L, ds)
+        outputs = {"actions": actions, "states": states}
+        L = self.spec.segment_length
         results = []
         for i, (_, _, k) in enumerate(layouts):
+            read = {  # the reply arrays, where REPLY_ARRAYS says each is read
+                name: outputs[modality][i, mode_slots(placement, L, k)].copy()
+                for name, (modality, placement) in REPLY_ARRAYS.items()
+            }
             results.append(
-                Prediction(
-                    actions[i, k].copy(), actions[i, k:].copy(), states[i, k + 1 :].copy(), k
-                )
+                Prediction(read["action"][0], read["action_chunk"], read["next_states"], k)
             )
         return results
+
+    def _next_forward(
+        self,
+        out: dict[str, np.ndarray],
+        raw: dict[str, np.ndarray],
+        layouts: list[tuple[dict[str, np.ndarray], list[mask_lib.Mask], int]],
+        later: list[int],
+        stage: int,
+    ) -> dict[str, np.ndarray]:
+        """Forward ``stage`` (0-based) of the contexts ``later``: each slot its mask newly
+        unmasks holds the previous forward's prediction (two_stage: stage 1's future states
+        and returns); the others keep their inputs. Returns ``out`` with their rows replaced."""
+        raw2 = {n: raw[n][later].copy() for n in self.names}
+        masks2 = []
+        for j, i in enumerate(later):
+            before, now = layouts[i][1][stage - 1], layouts[i][1][stage]
+            for name in self.names:
+                unmasked = now[name] & ~before[name]
+                if unmasked.any():
+                    predicted = self.normalizer.denormalize(name, out[name][i])
+                    raw2[name][j, unmasked] = predicted[unmasked]
+            masks2.append(now)
+        out2 = self.forward(self._normalise(raw2), mask_lib.stack_masks(masks2))
+        merged = {n: out[n].copy() for n in self.names}
+        for n in self.names:
+            merged[n][later] = out2[n]
+        return merged
 
     def predict(self, context: Context | None = None, **fields: object) -> Prediction:
         """Single-context convenience: ``predict(mode="inverse_dynamics", state=..., ...)``."""

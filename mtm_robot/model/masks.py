@@ -8,40 +8,30 @@ False = masked (to be reconstructed). Functions are pure; the random ones take a
 
 Inference slot layout (control): slots ``0..k-1`` hold the last ``k`` executed
 (state, action) pairs, slot ``k`` the current state, later slots the future. ``k`` is called
-``history`` below and is at most L-1.
+``history`` below and is at most L-1. The inference modes are described in
+:mod:`mtm_robot_client.modes`; :data:`MODE_MASKS` gives each its masks, by its name.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import ClassVar
 
 import numpy as np
 
 from mtm_robot.errors import ConfigError
+from mtm_robot_client.modes import MODES
 
 Mask = dict[str, np.ndarray]
 
 #: Modality order inside a timestep for the random-autoregressive cut (reference 4.3).
 AUTOREGRESSIVE_ORDER = ("states", "returns", "rewards", "actions")
-#: Modes a request can ask for; each is also a training pattern.
-INFERENCE_MODES = (
-    "behavior_cloning",
-    "return_conditioned",
-    "inverse_dynamics",
-    "forward_dynamics",
-    "goal",
-    "two_stage",
-)
+#: Training patterns: the two random ones, and every single-forward inference mode's mask.
 TRAINING_PATTERNS = (
     "random",
     "random_autoregressive",
-    "behavior_cloning",
-    "return_conditioned",
-    "inverse_dynamics",
-    "forward_dynamics",
-    "goal",
+    *(name for name, mode in MODES.items() if mode.forwards == 1),
 )
 DEFAULT_KEEP_RATIOS = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 1.0)
 #: Which modality the random-autoregressive cut falls on, by weight (reference 4.3).
@@ -167,18 +157,33 @@ def two_stage(names: Sequence[str], L: int, history: int = 0) -> tuple[Mask, Mas
     return stage1, stage2
 
 
+#: The masks of each inference mode (``mtm_robot_client.modes.MODES``), by its name: one per
+#: forward. Called ``(names, L, history, **rows)``, ``rows`` the count of each row array the
+#: request filled, by its name (``future_states=f``, ``planned_actions=p``).
+MODE_MASKS: dict[str, Callable[..., Mask | tuple[Mask, ...]]] = {
+    "behavior_cloning": behavior_cloning,
+    "return_conditioned": return_conditioned,
+    "inverse_dynamics": inverse_dynamics,
+    "forward_dynamics": forward_dynamics,
+    "goal": goal,
+    "two_stage": two_stage,
+}
+
+
+def mode_masks(mode: str, names: Sequence[str], L: int, history: int, **rows: int) -> list[Mask]:
+    """The masks of ``mode``'s forwards, in order (one for every mode but ``two_stage``)."""
+    if mode not in MODE_MASKS:
+        raise ConfigError(f"unknown mode '{mode}'; known: {list(MODE_MASKS)}")
+    masks = MODE_MASKS[mode](names, L, history, **rows)
+    return list(masks) if isinstance(masks, tuple) else [masks]
+
+
 def inference_mask(mode: str, names: Sequence[str], L: int, history: int) -> Mask:
     """The mask a single-forward mode uses (``two_stage`` has two: see :func:`two_stage`)."""
-    builders = {
-        "behavior_cloning": behavior_cloning,
-        "return_conditioned": return_conditioned,
-        "inverse_dynamics": inverse_dynamics,
-        "forward_dynamics": forward_dynamics,
-        "goal": goal,
-    }
-    if mode not in builders:
-        raise ConfigError(f"unknown mode '{mode}'; known: {sorted(builders)} and 'two_stage'")
-    return builders[mode](names, L, history)
+    masks = mode_masks(mode, names, L, history)
+    if len(masks) != 1:
+        raise ConfigError(f"mode '{mode}' takes {len(masks)} forwards: use mode_masks")
+    return masks[0]
 
 
 # -- random training masks -------------------------------------------------------------------
@@ -239,15 +244,14 @@ def sample_training_mask(
         return pattern, random_autoregressive(
             names, L, rng, config.keep_ratios, config.modality_weights
         )
-    if pattern in ("inverse_dynamics", "forward_dynamics", "goal") and L < 2:
+    # a mode's pattern with a request array keeps a slot for it: history < L-1
+    free_slot = 1 if MODES[pattern].arrays else 0
+    if free_slot and L < 2:
         raise ConfigError(f"the {pattern} pattern needs segment_length >= 2, got {L}")
-    if pattern == "inverse_dynamics":
-        history = int(rng.integers(0, L - 1))
-        future = int(rng.integers(1, L - history))
-        return pattern, inverse_dynamics(names, L, history, future)
-    if pattern in ("forward_dynamics", "goal"):
-        return pattern, inference_mask(pattern, names, L, int(rng.integers(0, L - 1)))
-    return pattern, inference_mask(pattern, names, L, int(rng.integers(0, L)))
+    history = int(rng.integers(0, L - free_slot))
+    if pattern == "inverse_dynamics":  # a random count of desired states, too
+        return pattern, inverse_dynamics(names, L, history, int(rng.integers(1, L - history)))
+    return pattern, inference_mask(pattern, names, L, history)
 
 
 def sample_batch_mask(

@@ -30,10 +30,10 @@ from mtm_robot.model.mtm import MTM
 from mtm_robot.serving.config import BackendConfig
 from mtm_robot.serving.contexts import ReturnScale
 from mtm_robot.training.checkpoint import Checkpoint, load_checkpoint
+from mtm_robot_client.modes import ARRAYS, MODES
 from mtm_robot_client.protocol import PROTOCOL_VERSION
 
 log = logging.getLogger(__name__)
-
 
 
 def batch_buckets(max_batch: int) -> list[int]:
@@ -274,21 +274,21 @@ def warmup_contexts(predictor: Predictor, batch: int) -> list[Context]:
     mean = predictor.normalizer.mean
     state = np.asarray(mean.get("states", np.zeros(ds)), dtype=np.float32).reshape(ds)
     action = np.asarray(mean.get("actions", np.zeros(da)), dtype=np.float32).reshape(da)
+    mean_of = {"states": state, "actions": action}
+    modes = [
+        MODES[m]
+        for m in predictor.modes
+        if spec.segment_length >= 2 or not MODES[m].needs_future_slot
+    ]
     contexts = []
-    modes = [m for m in predictor.modes if not (m == "goal" and spec.segment_length < 2)]
-    modes = [m for m in modes if not (m == "inverse_dynamics" and spec.segment_length < 2)]
     for i in range(batch):
         mode = modes[i % len(modes)]
-        contexts.append(
-            Context(
-                mode=mode,
-                state=state,
-                return_target=0.0 if mode in ("return_conditioned", "two_stage") else None,
-                future_states=state[None] if mode == "inverse_dynamics" else None,
-                goal_state=state if mode == "goal" else None,
-                planned_actions=action[None] if mode == "forward_dynamics" else None,
-            )
-        )
+        inputs = {}  # each array the mode needs: one row (or one vector) at its modality's mean
+        for name in mode.arrays:
+            value = mean_of[ARRAYS[name].modality]
+            inputs[name] = value[None] if ARRAYS[name].rows else value
+        target = 0.0 if mode.needs_return_target else None
+        contexts.append(Context(mode=mode.name, state=state, return_target=target, **inputs))
     return contexts
 
 

@@ -16,12 +16,9 @@ from mtm_robot.data.normalize import Normalizer
 from mtm_robot.inference import Context, Prediction
 from mtm_robot.model.mtm import DataSpec
 from mtm_robot_client import protocol as wire
-from mtm_robot_client.modes import DEFAULT_MODE, HISTORY_ARRAYS, MODES, RETURN_MODES, RETURN_UNITS
+from mtm_robot_client.modes import ARRAYS, DEFAULT_MODE, HISTORY_ARRAYS, MODES, RETURN_UNITS
 
-#: Array fields per mode, beyond ``state`` and the optional history pair (the modes are
-#: described once, in :mod:`mtm_robot_client.modes`).
-MODE_ARRAYS: dict[str, tuple[str, ...]] = {name: mode.arrays for name, mode in MODES.items()}
-MODES_WITH_RETURN = RETURN_MODES
+# The modes and their arrays are described once, in :mod:`mtm_robot_client.modes`.
 MAX_ROWS = 4096  # longest history or future accepted (the predictor keeps what fits)
 #: Largest |normalised value| accepted: |x - mean| / std over the training data. Past it an
 #: input is a unit or scaling fault, not a state, and the model's output would be meaningless
@@ -31,15 +28,6 @@ FLOAT32_MAX = float(np.finfo(np.float32).max)
 #: Accepted return targets: the training range widened by this many range widths each side
 #: (normalised targets from -1 to 2).
 RETURN_MARGIN = 1.0
-#: Which normaliser modality each request array is checked against.
-ARRAY_MODALITY = {
-    "state": "states",
-    "history_states": "states",
-    "future_states": "states",
-    "goal_state": "states",
-    "history_actions": "actions",
-    "planned_actions": "actions",
-}
 
 
 @dataclass(frozen=True)
@@ -225,12 +213,12 @@ def context_from_message(
     mode = header.get("mode", DEFAULT_MODE)
     if not isinstance(mode, str) or mode not in modes:
         raise _fail(wire.BAD_REQUEST, f"mode {mode!r:.40} not served; modes: {list(modes)}")
+    description = MODES[mode]
     ds, da = spec.modalities["states"], spec.modalities["actions"]
-    allowed = {"state", *HISTORY_ARRAYS, *MODE_ARRAYS[mode]}
-    unexpected = sorted(set(arrays) - allowed)
+    unexpected = sorted(set(arrays) - set(description.allowed_arrays))
     if unexpected:
         raise _fail(wire.BAD_REQUEST, f"mode {mode}: unexpected arrays {unexpected}")
-    missing = sorted({"state", *MODE_ARRAYS[mode]} - set(arrays))
+    missing = sorted({"state", *description.arrays} - set(arrays))
     if missing:
         raise _fail(wire.BAD_REQUEST, f"mode {mode}: missing arrays {missing}")
     context = Context(mode=mode, state=_vector(arrays, "state", ds))
@@ -245,13 +233,14 @@ def context_from_message(
                 f"history_states has {len(context.history_states)} rows, "
                 f"history_actions {len(context.history_actions)}",
             )
-    if "future_states" in arrays:
-        context.future_states = _rows(arrays, "future_states", ds, 1)
-    if "planned_actions" in arrays:
-        context.planned_actions = _rows(arrays, "planned_actions", da, 1)
-    if "goal_state" in arrays:
-        context.goal_state = _vector(arrays, "goal_state", ds)
-    if mode in MODES_WITH_RETURN:
+    for name in description.arrays:
+        array = ARRAYS[name]
+        dim = spec.modalities[array.modality]
+        value = (
+            _rows(arrays, name, dim, array.min_rows) if array.rows else _vector(arrays, name, dim)
+        )
+        setattr(context, name, value)
+    if description.needs_return_target:
         target = header.get("return_target")
         if isinstance(target, bool) or not isinstance(target, int | float):
             raise _fail(wire.BAD_REQUEST, f"mode {mode} needs a number 'return_target'")
@@ -275,7 +264,7 @@ def context_from_message(
                 raise _fail(wire.BAD_REQUEST, f"mode {mode} takes no {name}")
     if normalizer is not None:
         for name in arrays:
-            _check_normalized(name, arrays[name], ARRAY_MODALITY[name], normalizer)
+            _check_normalized(name, arrays[name], ARRAYS[name].modality, normalizer)
     return context
 
 
@@ -302,11 +291,9 @@ def prediction_arrays(prediction: Prediction) -> dict[str, np.ndarray]:
 
 def context_arrays(context: Context) -> dict[str, np.ndarray]:
     """The arrays of an ``act`` request for ``context`` (used by tests and benchmarks)."""
-    out = {"state": np.asarray(context.state, dtype=np.float32)}
-    for name in ("history_states", "history_actions", "future_states", "planned_actions"):
+    out = {}
+    for name in ARRAYS:
         value = getattr(context, name)
         if value is not None:
             out[name] = np.asarray(value, dtype=np.float32)
-    if context.goal_state is not None:
-        out["goal_state"] = np.asarray(context.goal_state, dtype=np.float32)
     return out

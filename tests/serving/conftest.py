@@ -18,6 +18,7 @@ from mtm_robot.serving.backends import BackendConfig
 from mtm_robot.serving.server import InferenceNode, ServeConfig
 from mtm_robot.training.checkpoint import load_checkpoint, save_checkpoint
 from mtm_robot_client import NodeClient
+from mtm_robot_client.modes import ARRAYS, MODES
 
 SPEC = DataSpec({"states": 5, "actions": 2, "returns": 1}, segment_length=4)
 LOOPBACK = "tcp://127.0.0.1:*"
@@ -62,14 +63,13 @@ def random_context(mode: str, rng: np.random.Generator, history: int = 2) -> Con
         history_states=rng.normal(1.0, 2.0, (history, ds)).astype(np.float32),
         history_actions=rng.normal(1.0, 2.0, (history, da)).astype(np.float32),
     )
-    if mode in ("return_conditioned", "two_stage"):
+    description = MODES[mode]
+    if description.needs_return_target:
         ctx.return_target = float(rng.normal(1.0, 2.0))
-    if mode == "inverse_dynamics":
-        ctx.future_states = rng.normal(1.0, 2.0, (1, ds)).astype(np.float32)
-    if mode == "goal":
-        ctx.goal_state = rng.normal(1.0, 2.0, ds).astype(np.float32)
-    if mode == "forward_dynamics":
-        ctx.planned_actions = rng.normal(1.0, 2.0, (1, da)).astype(np.float32)
+    for name in description.arrays:  # one row (or one vector) of the array's modality
+        array = ARRAYS[name]
+        dim = SPEC.modalities[array.modality]
+        setattr(ctx, name, rng.normal(1.0, 2.0, (1, dim) if array.rows else dim).astype(np.float32))
     return ctx
 
 

@@ -8,13 +8,13 @@ from mtm_robot.errors import ConfigError
 from mtm_robot.export.onnx import export_onnx, read_onnx_metadata
 from mtm_robot.inference import Predictor, torch_forward
 from mtm_robot.model import masks as mask_lib
-from mtm_robot.model.masks import INFERENCE_MODES
 from mtm_robot.serving.backends import BackendConfig, OnnxForward, load_engine
 from mtm_robot.training.checkpoint import load_checkpoint
+from mtm_robot_client.modes import MODES as MODE_TABLE
 
 from .conftest import SPEC, random_context
 
-MODES = INFERENCE_MODES  # every mode a request can ask for
+MODES = tuple(MODE_TABLE)  # every mode a request can ask for
 
 
 @pytest.fixture(scope="module")
@@ -46,11 +46,8 @@ def test_onnx_matches_torch_in_every_mode(exported, mode):
         np.testing.assert_allclose(a.next_states, b.next_states, atol=1e-4, rtol=0)
     # the raw graph on random normalised inputs, with the mask this mode uses at each history
     for history in (0, 1, 2):
-        if mode == "two_stage":  # both stages' masks
-            for mask in mask_lib.two_stage(names, 4, history):
-                _check_graph(onnx_forward, torch_fn, mask, rng)
-            continue
-        _check_graph(onnx_forward, torch_fn, mask_lib.inference_mask(mode, names, 4, history), rng)
+        for mask in mask_lib.mode_masks(mode, names, 4, history):  # every forward's mask
+            _check_graph(onnx_forward, torch_fn, mask, rng)
 
 
 def _check_graph(onnx_forward, torch_fn, mask, rng) -> None:

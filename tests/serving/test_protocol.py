@@ -5,13 +5,13 @@ import json
 import numpy as np
 import pytest
 
-from mtm_robot.model.masks import INFERENCE_MODES
 from mtm_robot.serving.contexts import context_from_message, deadline_ms
 from mtm_robot_client import protocol as wire
+from mtm_robot_client.modes import MODES as MODE_TABLE
 
 from .conftest import SPEC
 
-MODES = INFERENCE_MODES  # every mode a request can ask for
+MODES = tuple(MODE_TABLE)  # every mode a request can ask for
 
 
 def _frames(header: dict, arrays: dict[str, np.ndarray] | None = None) -> list[bytes]:
@@ -180,6 +180,7 @@ def _good_arrays(mode: str) -> dict[str, np.ndarray]:
 def test_every_mode_builds_a_context(mode):
     header = {"return_target": 3.0} if mode in ("return_conditioned", "two_stage") else {}
     ctx = context_from_message(_act(mode, _good_arrays(mode), **header), SPEC, MODES)
+    assert ctx.history_states is not None
     assert ctx.mode == mode and ctx.state.shape == (5,) and ctx.history_states.shape == (2, 5)
     assert ctx.return_target == (3.0 if header else None)
 

@@ -10,7 +10,6 @@ import zmq
 
 from mtm_robot.errors import ConfigError
 from mtm_robot.inference import Predictor, torch_forward
-from mtm_robot.model.masks import INFERENCE_MODES
 from mtm_robot.model.mtm import DataSpec
 from mtm_robot.serving.backends import Engine
 from mtm_robot.serving.contexts import context_arrays
@@ -18,10 +17,11 @@ from mtm_robot.serving.server import ServeConfig
 from mtm_robot.training.checkpoint import load_checkpoint
 from mtm_robot_client import NodeError
 from mtm_robot_client import protocol as wire
+from mtm_robot_client.modes import MODES as MODE_TABLE
 
 from .conftest import direct_predictor, make_checkpoint, random_context, wait_for
 
-MODES = INFERENCE_MODES  # every mode a request can ask for
+MODES = tuple(MODE_TABLE)  # every mode a request can ask for
 
 
 class GatedForward:
