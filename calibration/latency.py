@@ -37,6 +37,7 @@ from controllers.robot import Robot
 from controllers.safety import SafetyLimits
 from controllers.timing import LoopTimer
 from mtm_robot.errors import ConfigError
+from mtm_robot_client.modes import get_mode
 
 
 @dataclass
@@ -134,14 +135,16 @@ def _request_fields(
         states.append(state)
         actions.append(neutral)
         state, *_ = env.step(neutral)
-    fields: dict[str, Any] = {}
-    if history:
-        fields["history_states"] = np.asarray(states[-history:])
-        fields["history_actions"] = np.asarray(actions[-history:])
-    if mode in ("return_conditioned", "two_stage"):
-        fields["return_target"] = target_return
-    if mode == "inverse_dynamics":
-        fields["future_states"] = np.asarray([state])
+    description = get_mode(mode)
+    # what a rollout at neutral can fill in: the state reached (one row) and the neutral action
+    available = {"future_states": [state], "goal_state": state, "planned_actions": [neutral]}
+    arrays = {name: np.asarray(available[name]) for name in description.arrays}
+    fields = description.request_fields(
+        history_states=np.asarray(states[-history:]) if history else None,
+        history_actions=np.asarray(actions[-history:]) if history else None,
+        return_target=target_return if description.needs_return_target else None,
+        **arrays,
+    )
     return state, fields
 
 

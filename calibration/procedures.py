@@ -39,12 +39,14 @@ from mtm_robot.config import to_dict
 from mtm_robot.errors import ConfigError, MTMRobotError
 from mtm_robot.serving.process import NodeProcess, open_node
 from mtm_robot_client import NodeClient
+from mtm_robot_client.modes import action_modes, get_mode
 from sim import registry
 
 log = logging.getLogger(__name__)
 
 PROCEDURES = ("io_map", "latency", "return_target")
-CALIBRATION_MODES = ("return_conditioned", "two_stage", "behavior_cloning")
+#: The modes calibration can run: an action answer with no request array (it has no reference).
+CALIBRATION_MODES = action_modes()
 
 
 @dataclass
@@ -203,7 +205,7 @@ def _with_node(
         cal.model_id = model_id
         header = {**header, "model_id": model_id, "mode": config.mode}
         mapped = mapped_env(env, io_map)
-        needs_target = config.mode in ("return_conditioned", "two_stage")
+        needs_target = get_mode(config.mode).needs_return_target
         with NodeClient(endpoint, timeout_ms=10_000) as client:
             client.wait_ready(timeout_s=config.node_ready_timeout_s)
             if "latency" in procedures:

@@ -21,6 +21,7 @@ import numpy as np
 
 from controllers.loop import Controller, ControllerConfig
 from mtm_robot.errors import ConfigError, MTMRobotError
+from mtm_robot_client.modes import get_mode
 
 REFERENCE_FRACTIONS = [0.6, 0.7, 0.8, 0.9, 1.0, 1.1]
 
@@ -127,7 +128,7 @@ def sweep_return_target(
     from tqdm import tqdm
 
     c = config or ReturnTargetConfig()
-    if mode not in ("return_conditioned", "two_stage"):
+    if not get_mode(mode).needs_return_target:
         raise MTMRobotError(
             f"the return target only matters in return-conditioned modes, not {mode}"
         )

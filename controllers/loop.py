@@ -44,10 +44,13 @@ from controllers.robot import Robot
 from controllers.safety import SafetyLimits
 from controllers.timing import Clock, LoopTimer, MonotonicClock, SimulatedClock
 from mtm_robot.config import at_least, one_of, positive
+from mtm_robot_client.modes import MODES, action_modes
 
 log = logging.getLogger(__name__)
 
-CONTROL_MODES = ("return_conditioned", "inverse_dynamics", "behavior_cloning", "two_stage")
+#: The modes the loop can run: an action answer from its own inputs (desired states come from
+#: a reference trajectory); the modes are described in :mod:`mtm_robot_client.modes`.
+CONTROL_MODES = action_modes(supplied=("future_states",))
 
 
 class Reply(Protocol):
@@ -314,15 +317,15 @@ class Controller:
         self.node = node
         self.policy = policy
         self.config = config
-        if config.mode == "inverse_dynamics":
+        if "future_states" in MODES[config.mode].arrays:
             if reference is None:
-                raise ValueError("inverse_dynamics needs a reference trajectory (--reference)")
+                raise ValueError(f"{config.mode} needs a reference trajectory (--reference)")
             if reference.dim != env.observation_dim:
                 raise ValueError(
                     f"reference states have dim {reference.dim}, the task's "
                     f"observations {env.observation_dim}"
                 )
-        if config.mode in ("return_conditioned", "two_stage") and config.target_return is None:
+        if MODES[config.mode].needs_return_target and config.target_return is None:
             raise ValueError(f"{config.mode} needs a target return")
         self.reference = reference
         self.rate_hz = config.control_hz or env.control_hz
@@ -499,16 +502,17 @@ class Controller:
 
     def _fields(self, step: int, state: np.ndarray, hs: deque, ha: deque) -> dict[str, Any]:
         c = self.config
-        fields: dict[str, Any] = {}
-        if hs:
-            fields["history_states"] = np.asarray(hs)
-            fields["history_actions"] = np.asarray(ha)
-        if c.mode in ("return_conditioned", "two_stage"):
-            fields["return_target"] = c.target_return
-        if c.mode == "inverse_dynamics":
+        mode = MODES[c.mode]
+        future = None
+        if "future_states" in mode.arrays:
             assert self.reference is not None
-            fields["future_states"] = self.reference.desired(step, state, c.future_states)
-        return fields
+            future = self.reference.desired(step, state, c.future_states)
+        return mode.request_fields(
+            history_states=np.asarray(hs) if hs else None,
+            history_actions=np.asarray(ha) if ha else None,
+            return_target=c.target_return if mode.needs_return_target else None,
+            future_states=future,
+        )
 
     def _end_recording(self, episode: _Episode) -> None:
         if self.recorder is None:

@@ -34,6 +34,7 @@ from mtm_robot.errors import MTMRobotError, SpecMismatchError
 from mtm_robot.return_target import default_return_target
 from mtm_robot.serving.process import NodeProcess, NodeSupervisor, open_node
 from mtm_robot_client import NodeClient
+from mtm_robot_client.modes import MODES
 
 log = logging.getLogger(__name__)
 #: Reset seeds of sim_control evaluation episodes (see docs/datasets.md for the other ranges).
@@ -298,7 +299,7 @@ def _open_robot(c: SessionConfig, robot: Robot | None) -> tuple[Robot, Reference
         if c.io_map:
             env = _apply_io_map(env, c)
         reference = None
-        if c.controller.mode == "inverse_dynamics":
+        if "future_states" in MODES[c.controller.mode].arrays:  # desired states to track
             reference = _load_reference(c, env.task)
     except Exception:
         if robot is None:

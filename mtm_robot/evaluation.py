@@ -21,6 +21,7 @@ import numpy as np
 from mtm_robot.inference import Context, Prediction, Predictor
 from mtm_robot.return_target import default_return_target
 from mtm_robot.training.baselines import Baseline
+from mtm_robot_client.modes import get_mode
 
 #: ``(episode, step, state) -> (f, ds)`` desired next states (``inverse_dynamics``), e.g. a
 #: reference trajectory per episode (``controllers.reference.ReferenceTrajectory.desired``).
@@ -73,8 +74,9 @@ class MTMPolicy:
             inputs["return_target"] = self.return_target
         if inputs.get("future_states") is None and self.future_states is not None:
             inputs["future_states"] = self.future_states(episode, step, state)
-        if self.mode == "inverse_dynamics" and inputs.get("future_states") is None:
-            raise ValueError("inverse_dynamics needs future_states (desired next states)")
+        mode = get_mode(self.mode)
+        if missing := [name for name in mode.arrays if inputs.get(name) is None]:
+            raise ValueError(f"{mode.name} needs {', '.join(missing)} ({mode.summary})")
         return Context(
             self.mode,
             state,

@@ -45,7 +45,7 @@ import numpy as np
 from mtm_robot.checkpoint_meta import action_bounds as read_action_bounds
 from mtm_robot.errors import ConfigError
 from mtm_robot.return_target import default_return_target
-from mtm_robot_client.modes import RETURN_MODES, RETURN_UNITS, get_mode
+from mtm_robot_client.modes import ARRAYS, REPLY_ARRAYS, RETURN_MODES, RETURN_UNITS, get_mode
 
 if TYPE_CHECKING:
     from mtm_robot.evaluation import MTMPolicy
@@ -55,11 +55,9 @@ if TYPE_CHECKING:
 
 log = logging.getLogger(__name__)
 
-#: Arrays a mode may take beyond the state and the history (``act``'s keyword arguments).
-MODE_INPUTS = ("future_states", "goal_state", "planned_actions")
 #: The arrays of every answer (``Policy.last``): the action now, the action chunk from now on,
-#: and the predicted states after now.
-ANSWER_ARRAYS = ("action", "action_chunk", "next_states")
+#: and the predicted states after now (a node's reply arrays).
+ANSWER_ARRAYS = tuple(REPLY_ARRAYS)
 
 
 class Backend(Protocol):
@@ -218,7 +216,7 @@ class Policy:
             )
         if history < 0:
             raise ConfigError(f"history must be >= 0 past steps, got {history}")
-        if return_target is not None and mode not in RETURN_MODES:
+        if return_target is not None and not get_mode(mode).needs_return_target:
             raise ConfigError(
                 f"mode {mode!r} takes no return_target (modes that do: {RETURN_MODES})"
             )
@@ -308,8 +306,8 @@ class Policy:
             if name not in mode.arrays:
                 raise ValueError(f"mode {mode.name} takes no {name}")
             array = np.asarray(value, dtype=np.float32)
-            inputs[name] = array if name == "goal_state" else np.atleast_2d(array)
-        if mode.name in RETURN_MODES:
+            inputs[name] = np.atleast_2d(array) if ARRAYS[name].rows else array
+        if mode.needs_return_target:
             inputs.update(self._target(return_target))
         elif return_target is not None:
             raise ValueError(f"mode {mode.name} takes no return_target")
@@ -318,13 +316,12 @@ class Policy:
             mode.name, self.step, state, history_states, history_actions, inputs
         )
         self.last = answer
-        action = answer["action"]
-        if mode.name == "forward_dynamics":
-            action = inputs["planned_actions"][0]
+        # the action applied now: the model's, or the mode's own input (forward_dynamics)
+        action = answer["action"] if mode.applied == "action" else inputs[mode.applied][0]
         self._record(state, self._clipped(action))
-        if mode.answer == "next_states":
-            rows = min(len(inputs["planned_actions"]), len(answer["next_states"]))
-            return answer["next_states"][:rows]
+        if mode.answer != "action":  # e.g. the states after each planned action that fits
+            rows = min(len(inputs[mode.applied]), len(answer[mode.answer]))
+            return answer[mode.answer][:rows]
         clip = self.clip if clip is None else clip
         return self._clipped(action) if clip else np.asarray(action, dtype=np.float32)
 

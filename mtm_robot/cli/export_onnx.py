@@ -28,6 +28,7 @@ from mtm_robot.inference import torch_forward
 from mtm_robot.model import masks as mask_lib
 from mtm_robot.serving.backends import OnnxForward
 from mtm_robot.training.checkpoint import load_checkpoint
+from mtm_robot_client.modes import MODES
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -43,32 +44,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def max_difference(checkpoint_path: str, onnx_path: Path, batch: int = 8) -> float:
-    """Largest |onnx - torch| over every single-forward mode mask and history length."""
+    """Largest |onnx - torch| over every mask of every mode, at every history length."""
     checkpoint = load_checkpoint(checkpoint_path)
     spec = checkpoint.spec
     names, L = list(spec.modalities), spec.segment_length
     onnx_fn, torch_fn = OnnxForward(onnx_path, names), torch_forward(checkpoint.model)
     rng = np.random.default_rng(0)
     worst = 0.0
-    for mode in (
-        "behavior_cloning",
-        "return_conditioned",
-        "inverse_dynamics",
-        "forward_dynamics",
-        "goal",
-    ):
+    for mode in MODES:
         for history in range(L - 1):
             try:
-                mask = mask_lib.inference_mask(mode, names, L, history)
+                mode_masks = mask_lib.mode_masks(mode, names, L, history)
             except MTMRobotError:
                 continue
-            masks = mask_lib.stack_masks([mask] * batch)
-            inputs = {
-                n: rng.normal(size=(batch, L, d)).astype(np.float32)
-                for n, d in spec.modalities.items()
-            }
-            got, want = onnx_fn(inputs, masks), torch_fn(inputs, masks)
-            worst = max(worst, *(float(np.abs(got[n] - want[n]).max()) for n in names))
+            for mask in mode_masks:
+                masks = mask_lib.stack_masks([mask] * batch)
+                inputs = {
+                    n: rng.normal(size=(batch, L, d)).astype(np.float32)
+                    for n, d in spec.modalities.items()
+                }
+                got, want = onnx_fn(inputs, masks), torch_fn(inputs, masks)
+                worst = max(worst, *(float(np.abs(got[n] - want[n]).max()) for n in names))
     return worst
 
 

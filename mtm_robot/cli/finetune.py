@@ -94,13 +94,14 @@ def evaluate(checkpoint: str, task: str, episodes: int) -> dict[str, float]:
     """Mean normalised score per mode, lockstep, on the evaluation seeds (sim.evaluation)."""
     from controllers.session import EVALUATION_SEED_BASE
     from mtm_robot.evaluation import MTMPolicy
+    from mtm_robot_client.modes import RETURN_MODES
     from sim.evaluation import evaluate as evaluate_policy
 
     seeds = [EVALUATION_SEED_BASE + i for i in range(episodes)]
     policy = MTMPolicy.from_checkpoint(checkpoint, "return_conditioned")
     return {
         mode: evaluate_policy(replace(policy, mode=mode), task, seeds).mean_score
-        for mode in ("return_conditioned", "two_stage")
+        for mode in RETURN_MODES
     }
 
 
