@@ -23,11 +23,6 @@ import numpy as np
 
 from mtm_robot.cli import run
 from mtm_robot.errors import MTMRobotError
-from mtm_robot.export.onnx import export_onnx, quantize_int8
-from mtm_robot.inference import torch_forward
-from mtm_robot.model import masks as mask_lib
-from mtm_robot.serving.backends import OnnxForward
-from mtm_robot.training.checkpoint import load_checkpoint
 from mtm_robot_client.modes import MODES
 
 
@@ -45,6 +40,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 def max_difference(checkpoint_path: str, onnx_path: Path, batch: int = 8) -> float:
     """Largest |onnx - torch| over every mask of every mode, at every history length."""
+    from mtm_robot.inference import torch_forward
+    from mtm_robot.model import masks as mask_lib
+    from mtm_robot.serving.backends import OnnxForward
+    from mtm_robot.training.checkpoint import load_checkpoint
+
     checkpoint = load_checkpoint(checkpoint_path)
     spec = checkpoint.spec
     names, L = list(spec.modalities), spec.segment_length
@@ -71,6 +71,10 @@ def max_difference(checkpoint_path: str, onnx_path: Path, batch: int = 8) -> flo
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    # torch loads after the arguments are parsed: --help and a bad flag answer at once
+    from mtm_robot.export.onnx import export_onnx, quantize_int8
+    from mtm_robot.training.checkpoint import load_checkpoint
+
     checkpoint = load_checkpoint(args.checkpoint)
     path = export_onnx(checkpoint, args.out, opset=args.opset)
     worst = max_difference(args.checkpoint, path)

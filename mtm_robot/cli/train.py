@@ -25,8 +25,7 @@ from mtm_robot.cli import check_output_dir, run
 from mtm_robot.config import load_config
 from mtm_robot.data.importers import add_data_arguments, load_data_arguments
 from mtm_robot.hardware import describe
-from mtm_robot.training.baselines import BASELINE_TASKS, BaselineConfig, train_baseline
-from mtm_robot.training.train import TrainConfig, Trainer
+from mtm_robot.training import BASELINE_TASKS
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -58,6 +57,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    # torch loads after the arguments are parsed: --help and a bad flag answer at once
+    from mtm_robot.training.baselines import BaselineConfig, train_baseline
+    from mtm_robot.training.train import TrainConfig, Trainer
+
     overrides = list(args.set) + ([f"steps={args.steps}"] if args.steps is not None else [])
     # the config and the run directory are checked before any data is read
     config: BaselineConfig | TrainConfig = (

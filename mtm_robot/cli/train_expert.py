@@ -38,13 +38,6 @@ from mtm_robot.hardware import describe
 from sim.datasets import default_policy_dir
 from sim.evaluation import StatePolicy, evaluate
 from sim.experts.policy import ExpertPolicy
-from sim.experts.trainer import (
-    TEST_SEED_BASE,
-    VALIDATION_SEED_BASE,
-    TrainConfig,
-    Trainer,
-    seconds_to_hms,
-)
 from sim.registry import normalized_score, task_spec
 
 
@@ -52,9 +45,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument(
-        "--config", help="YAML file of TrainConfig fields (e.g. expert_walker)"
-    )
+    parser.add_argument("--config", help="YAML file of TrainConfig fields (e.g. expert_walker)")
     parser.add_argument(
         "--set",
         action="append",
@@ -87,8 +78,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def evaluate_actor(path: Path, episodes: int, first_seed: int = TEST_SEED_BASE) -> dict[str, float]:
-    """Mean/std return and normalised score of an actor file (default: unseen test seeds)."""
+def evaluate_actor(path: Path, episodes: int, first_seed: int | None = None) -> dict[str, float]:
+    """Mean/std return and normalised score of an actor file (default: unseen test seeds,
+    from ``sim.experts.trainer.TEST_SEED_BASE``)."""
+    from sim.experts.trainer import TEST_SEED_BASE  # torch: after the arguments are parsed
+
+    first_seed = TEST_SEED_BASE if first_seed is None else first_seed
     policy = ExpertPolicy.load(path)
     task = policy.meta["task"]
     seeds = [first_seed + i for i in range(episodes)]
@@ -105,6 +100,8 @@ def evaluate_actor(path: Path, episodes: int, first_seed: int = TEST_SEED_BASE) 
 
 
 def ship(run_dir: Path, episodes: int, dest_root: Path | None) -> None:
+    from sim.experts.trainer import VALIDATION_SEED_BASE
+
     snapshots = sorted((run_dir / "snapshots").glob("step_*.safetensors"))
     if not snapshots:
         sys.exit(f"no snapshots in {run_dir / 'snapshots'}")
@@ -140,6 +137,8 @@ def ship(run_dir: Path, episodes: int, dest_root: Path | None) -> None:
 
 def report(run_dir: Path, every: int = 50_000) -> None:
     """Markdown table of the in-training evaluations, with the recent rate and an ETA."""
+    from sim.experts.trainer import seconds_to_hms
+
     records = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
     evals = [r for r in records if r["kind"] == "eval"]
     if not evals:
@@ -174,6 +173,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.ship:
         ship(Path(args.ship), args.episodes, Path(args.ship_to) if args.ship_to else None)
         return 0
+    # torch loads after the arguments are parsed: --help and a bad flag answer at once
+    from sim.experts.trainer import TrainConfig, Trainer, seconds_to_hms
+
     overrides = list(args.set)
     for name in ("task", "steps", "seed"):
         if getattr(args, name) is not None:

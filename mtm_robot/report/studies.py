@@ -30,14 +30,15 @@ import sys
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from mtm_robot.config import PRESETS, load_config, save_config
-from mtm_robot.data.episodes import Episode, load_episodes
-from mtm_robot.training.baselines import BASELINE_TASKS, BaselineConfig, train_baseline
-from mtm_robot.training.train import TrainConfig, Trainer
+from mtm_robot.data.episodes import load_episodes
+from mtm_robot.training import BASELINE_TASKS
+
+if TYPE_CHECKING:  # torch loads when a job runs, not for `--help` or `--list`
+    from mtm_robot.data.episodes import Episode
+    from mtm_robot.training.train import TrainConfig, Trainer
 
 TASK = "walker-walk"
 #: The shipped MTM configuration the studies train (a preset shipped with the package).
@@ -253,6 +254,8 @@ def mtm_config(job: Job, budget: Budget, steps: int, device: str, threads: int) 
         if job.masks not in MASK_PRESETS:
             raise SystemExit(f"unknown mask preset '{job.masks}'; known: {MASK_PRESETS}")
         overrides.append(f"masks.patterns={{{job.masks}: 1.0}}")
+    from mtm_robot.training.train import TrainConfig
+
     return load_config(TrainConfig, MTM_CONFIG, overrides)
 
 
@@ -261,6 +264,8 @@ def _agree_on_steps(trainer: Trainer, args: argparse.Namespace, job: Job) -> int
     the same number of steps: the slowest job's rate times the time left before the deadline.
     Warm-up (1000 steps) is longer than the probe, so the schedule does not depend on the
     plan until after it is made."""
+    import torch
+
     probe, start_at = 300, 100
     for i in range(probe):
         if i == start_at:
@@ -290,6 +295,11 @@ def _agree_on_steps(trainer: Trainer, args: argparse.Namespace, job: Job) -> int
 
 
 def train_job(job: Job, args: argparse.Namespace, budget: Budget) -> dict[str, Any]:
+    import torch
+
+    from mtm_robot.training.baselines import BaselineConfig, train_baseline
+    from mtm_robot.training.train import Trainer
+
     out = args.out / "jobs" / job.name
     episodes = job_episodes(job, args.data_root)
     provenance: dict[str, Any] = {"bench": "studies", "budget": budget.name, "job": asdict(job)}
@@ -331,6 +341,8 @@ def evaluation_seeds(budget: Budget) -> list[int]:
 
 
 def evaluate_job(job: Job, args: argparse.Namespace, plan_: Plan) -> dict[str, Any]:
+    import torch
+
     from mtm_robot.evaluation import BaselinePolicy, MTMPolicy
     from mtm_robot.inference import Predictor
     from mtm_robot.return_target import default_return_target

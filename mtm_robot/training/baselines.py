@@ -31,8 +31,8 @@ from mtm_robot.data.episodes import Episode
 from mtm_robot.data.normalize import Normalizer
 from mtm_robot.data.segments import DataConfig, build_dataset
 from mtm_robot.hardware import torch_device
+from mtm_robot.training import BASELINE_TASKS
 
-BASELINE_TASKS = ("behavior_cloning", "return_conditioned", "inverse_dynamics", "forward_dynamics")
 _IO = {  # task -> (inputs as (modality, slot), output (modality, slot), error normaliser)
     "behavior_cloning": ([("states", 0)], ("actions", 0), "action_var"),
     "return_conditioned": ([("states", 0), ("returns", 0)], ("actions", 0), "action_var"),
