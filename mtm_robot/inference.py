@@ -25,7 +25,7 @@ from mtm_robot.data.normalize import Normalizer
 from mtm_robot.errors import SpecMismatchError
 from mtm_robot.model import masks as mask_lib
 from mtm_robot.model.mtm import MTM, DataSpec
-from mtm_robot_client.modes import ARRAYS, MODES, REPLY_ARRAYS
+from mtm_robot_client.modes import ARRAYS, MODES, REPLY_ARRAYS, Mode
 from mtm_robot_client.modes import slots as mode_slots
 
 #: A batched forward in normalised units: inputs name -> (B, L, k) float32, masks name ->
@@ -89,8 +89,10 @@ class Predictor:
     @property
     def modes(self) -> tuple[str, ...]:
         """The modes this model serves: the return modes need a ``returns`` modality."""
-        has_returns = "returns" in self.spec.modalities
-        return tuple(n for n, m in MODES.items() if has_returns or not m.needs_return_target)
+        return tuple(name for name, mode in MODES.items() if self._serves(mode))
+
+    def _serves(self, mode: Mode) -> bool:
+        return not mode.needs_return_target or "returns" in self.spec.modalities
 
     # -- assembly ---------------------------------------------------------------------------
     def _layout(self, ctx: Context) -> tuple[dict[str, np.ndarray], list[mask_lib.Mask], int]:
@@ -102,11 +104,11 @@ class Predictor:
         """
         L = self.spec.segment_length
         ds, da = self.spec.modalities["states"], self.spec.modalities["actions"]
-        if ctx.mode not in self.modes:
+        mode = MODES.get(ctx.mode)
+        if mode is None or not self._serves(mode):
             raise SpecMismatchError(
                 f"mode '{ctx.mode}' not served by this model; modes: {list(self.modes)}"
             )
-        mode = MODES[ctx.mode]
         state = _rows(ctx.state, ds, "state")
         if len(state) != 1:
             raise SpecMismatchError(f"state: expected one state of dim {ds}, got {state.shape}")
@@ -165,12 +167,15 @@ class Predictor:
         states = self.normalizer.denormalize("states", out["states"])  # (B, L, ds)
         outputs = {"actions": actions, "states": states}
         L = self.spec.segment_length
+        where: dict[int, dict[str, tuple[str, slice]]] = {}  # by history: REPLY_ARRAYS' slots
         results = []
         for i, (_, _, k) in enumerate(layouts):
-            read = {  # the reply arrays, where REPLY_ARRAYS says each is read
-                name: outputs[modality][i, mode_slots(placement, L, k)].copy()
-                for name, (modality, placement) in REPLY_ARRAYS.items()
-            }
+            if k not in where:
+                where[k] = {
+                    name: (modality, mode_slots(placement, L, k))
+                    for name, (modality, placement) in REPLY_ARRAYS.items()
+                }
+            read = {name: outputs[m][i, slots].copy() for name, (m, slots) in where[k].items()}
             results.append(
                 Prediction(read["action"][0], read["action_chunk"], read["next_states"], k)
             )

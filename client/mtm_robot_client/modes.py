@@ -29,17 +29,17 @@ PLACEMENTS = (CURRENT, AFTER_CURRENT, FROM_CURRENT, LAST_SLOT, EVERY_SLOT)
 
 def slots(placement: str, L: int, k: int) -> slice:
     """The segment slots ``placement`` covers, with ``k`` history rows in a segment of ``L``."""
-    ranges = {
-        CURRENT: (k, k + 1),
-        AFTER_CURRENT: (k + 1, L),
-        FROM_CURRENT: (k, L),
-        LAST_SLOT: (L - 1, L),
-        EVERY_SLOT: (0, L),
-    }
-    if placement not in ranges:
-        raise ValueError(f"unknown placement {placement!r}; placements: {list(PLACEMENTS)}")
-    start, stop = ranges[placement]
-    return slice(start, stop)
+    if placement == CURRENT:
+        return slice(k, k + 1)
+    if placement == AFTER_CURRENT:
+        return slice(k + 1, L)
+    if placement == FROM_CURRENT:
+        return slice(k, L)
+    if placement == LAST_SLOT:
+        return slice(L - 1, L)
+    if placement == EVERY_SLOT:
+        return slice(0, L)
+    raise ValueError(f"unknown placement {placement!r}; placements: {list(PLACEMENTS)}")
 
 
 @dataclass(frozen=True)
