@@ -1,10 +1,14 @@
 """Inference backends: each is a :data:`~mtm_robot.inference.ForwardFn` behind the Predictor.
 
 * ``torch`` on CPU: eager forward of the per-sample-mask path, any batch size.
-* ``torch`` on CUDA: one CUDA graph per batch bucket (1, 2, 4, ... ``max_batch``); a batch is
-  zero-padded up to its bucket, copied into the graph's static inputs and replayed.
+* ``torch`` on CUDA: one CUDA graph per batch bucket (1, 2, 4, ... ``max_batch``), masks as
+  inputs, all captured at start-up (:class:`BucketGraphs`); a batch is padded up to its bucket
+  (padded rows fully masked), copied into the graph's static inputs, replayed, and sliced back.
+  The same buffers, padding and slicing run on a CPU with an eager stand-in for the capture.
 * ``onnx``: ONNX Runtime on a graph exported by :mod:`mtm_robot.export.onnx` whose masks are
-  inputs, so one graph serves every mode (CPU provider; CUDA provider when a GPU is found).
+  inputs, so one graph serves every mode. Device ``cuda`` asks for the TensorRT, CUDA and CPU
+  providers in that order, keeping those that load; with no usable GPU it runs on the CPU
+  provider after one warning.
 
 An :class:`Engine` bundles a backend with its checkpoint's Predictor and identity; the node
 swaps whole engines on reload.
@@ -12,10 +16,11 @@ swaps whole engines on reload.
 
 from __future__ import annotations
 
+import ctypes
 import logging
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -45,6 +50,11 @@ def batch_buckets(max_batch: int) -> list[int]:
     return [*buckets, max_batch]
 
 
+def bucket_for(n: int, buckets: Sequence[int]) -> int | None:
+    """The smallest bucket holding a batch of ``n``, or None when ``n`` exceeds them all."""
+    return next((b for b in buckets if b >= n), None)
+
+
 def _pad(x: np.ndarray, size: int) -> np.ndarray:
     if len(x) == size:
         return x
@@ -70,7 +80,7 @@ def bucketed(forward: ForwardFn, buckets: Sequence[int]) -> ForwardFn:
                 for i in range(0, n, largest)
             ]
             return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
-        size = next(b for b in buckets if b >= n)
+        size = bucket_for(n, buckets) or largest
         out = forward(
             {k: _pad(v, size) for k, v in inputs.items()},
             {k: _pad(v, size) for k, v in masks.items()},
@@ -80,55 +90,260 @@ def bucketed(forward: ForwardFn, buckets: Sequence[int]) -> ForwardFn:
     return run
 
 
-class CudaGraphForward:
-    """A torch model captured as one CUDA graph per batch bucket (needs a GPU).
+Step = Callable[[], dict[str, torch.Tensor]]
+"""One forward over a bucket's static buffers, returning its outputs."""
+Capture = Callable[[Step], tuple[Callable[[], None], dict[str, torch.Tensor]]]
+"""Turns a :data:`Step` into (its replay, the output tensors every replay refreshes)."""
 
-    Masks are always per-sample (B, L), so the forward has no data-dependent shapes and can be
-    captured. Not exercised by the CPU-only test suite.
+PRECISION_DTYPES: dict[str, torch.dtype | None] = {
+    "fp32": None,
+    "bf16": torch.bfloat16,
+    "fp16": torch.float16,
+}
+#: Stated agreement with the fp32 CPU forward, absolute, on normalised outputs (O(1)): fp32 on
+#: any device or provider; bf16 / fp16 autocast (tests/serving/test_gpu_parity.py checks them).
+PRECISION_ATOL = {"fp32": 1e-4, "bf16": 5e-2, "fp16": 5e-3}
+
+
+def cuda_graph_capture(step: Step) -> tuple[Callable[[], None], dict[str, torch.Tensor]]:
+    """Capture ``step`` as one CUDA graph (CUDA only): replay reruns its kernels in place."""
+    current = torch.cuda.current_stream()
+    side = torch.cuda.Stream()
+    side.wait_stream(current)
+    with torch.cuda.stream(side):
+        for _ in range(3):  # warm up kernels and the allocator before capture
+            step()
+    current.wait_stream(side)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph, capture_error_mode="thread_local"):
+        outputs = step()
+    return graph.replay, outputs
+
+
+def eager_capture(step: Step) -> tuple[Callable[[], None], dict[str, torch.Tensor]]:
+    """The CPU stand-in for :func:`cuda_graph_capture`: replay reruns ``step`` eagerly and
+    refreshes the same output dict, so the static-buffer path runs (and is tested) anywhere."""
+    outputs = dict(step())
+
+    def replay() -> None:
+        outputs.update(step())
+
+    return replay, outputs
+
+
+@dataclass
+class _Bucket:
+    """One bucket's static buffers: packed inputs (B, L, sum k), masks (B, M, L), outputs."""
+
+    host_inputs: torch.Tensor
+    host_masks: torch.Tensor
+    inputs: torch.Tensor
+    masks: torch.Tensor
+    outputs: dict[str, torch.Tensor]
+    replay: Callable[[], None]
+
+
+class BucketGraphs:
+    """A torch model captured once per batch bucket, masks as inputs (a :data:`ForwardFn`).
+
+    Every bucket gets static device buffers (inputs packed into one tensor, masks into another,
+    so a request costs two host-to-device copies) and one capture, all at construction, so no
+    request pays a capture (``captures`` counts them). Masks are per-sample (B, L) inputs like
+    the states, so the shapes do not depend on the mode and one graph per bucket serves every
+    mode. Callers pad a batch up to its bucket (:func:`bucketed`); any other size is refused.
+
+    ``capture``: :func:`cuda_graph_capture` on CUDA, :func:`eager_capture` elsewhere (the CPU
+    stand-in that runs the same buffers, padding and slicing without a GPU).
+    ``precision``: ``fp32``, or ``bf16`` / ``fp16`` under autocast (approximate).
     """
 
-    def __init__(self, model: MTM, buckets: Sequence[int], device: str = "cuda") -> None:
-        self.model = model.to(device).eval()
+    def __init__(
+        self,
+        model: MTM,
+        buckets: Sequence[int],
+        device: str = "cuda",
+        precision: str = "fp32",
+        capture: Capture | None = None,
+    ) -> None:
         self.device = torch.device(device)
-        self.buckets = list(buckets)
-        self.graphs: dict[int, tuple[Any, dict[str, Any], dict[str, Any], dict[str, Any]]] = {}
-        L = model.spec.segment_length
+        self.model = model.to(self.device).eval()
+        self.names = list(model.spec.modalities)
+        self.dims = list(model.spec.modalities.values())
+        self.buckets = sorted(buckets)
+        self.precision = precision
+        if capture is None:
+            capture = cuda_graph_capture if self.device.type == "cuda" else eager_capture
+        self.captures = 0
+        self._buckets: dict[int, _Bucket] = {}
         for b in self.buckets:
-            inputs = {
-                n: torch.zeros(b, L, d, device=self.device)
-                for n, d in model.spec.modalities.items()
-            }
-            masks = {n: torch.ones(b, L, dtype=torch.bool, device=self.device) for n in inputs}
-            stream = torch.cuda.Stream(self.device)
-            stream.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.inference_mode(), torch.cuda.stream(stream):
-                for _ in range(3):  # warm up kernels and allocator before capture
-                    self.model(inputs, masks)
-            torch.cuda.current_stream(self.device).wait_stream(stream)
-            graph = torch.cuda.CUDAGraph()
-            with torch.inference_mode(), torch.cuda.graph(graph, capture_error_mode="thread_local"):
-                outputs = self.model(inputs, masks)
-            self.graphs[b] = (graph, inputs, masks, outputs)
-        log.info("captured CUDA graphs for batch buckets %s", self.buckets)
+            self._buckets[b] = self._build(b, capture)
+            self.captures += 1
+        log.info(
+            "%s: %d forwards captured for batch buckets %s (%s)",
+            capture.__name__,
+            self.captures,
+            self.buckets,
+            precision,
+        )
+
+    def _build(self, batch: int, capture: Capture) -> _Bucket:
+        L, pin = self.model.spec.segment_length, self.device.type == "cuda"
+        host_inputs = torch.zeros(batch, L, sum(self.dims), pin_memory=pin)
+        host_masks = torch.zeros(batch, len(self.names), L, dtype=torch.bool, pin_memory=pin)
+        inputs = torch.zeros_like(host_inputs, device=self.device)  # (B, L, sum k)
+        masks = torch.zeros_like(host_masks, device=self.device)  # (B, M, L)
+        edges = np.cumsum([0, *self.dims])
+        by_name = {n: inputs[:, :, edges[i] : edges[i + 1]] for i, n in enumerate(self.names)}
+        mask_by_name = {n: masks[:, i] for i, n in enumerate(self.names)}
+        dtype = PRECISION_DTYPES[self.precision]
+
+        def step() -> dict[str, torch.Tensor]:
+            with torch.inference_mode():
+                if dtype is None:
+                    out = self.model(by_name, mask_by_name)
+                else:
+                    with torch.autocast(self.device.type, dtype=dtype):
+                        out = self.model(by_name, mask_by_name)
+                return {n: out[n].float() for n in self.names}
+
+        replay, outputs = capture(step)
+        return _Bucket(host_inputs, host_masks, inputs, masks, outputs, replay)
 
     def __call__(
         self, inputs: dict[str, np.ndarray], masks: dict[str, np.ndarray]
     ) -> dict[str, np.ndarray]:
         n = len(next(iter(inputs.values())))
-        graph, static_in, static_masks, static_out = self.graphs[n]  # callers pad to buckets
+        bucket = self._buckets.get(n)
+        if bucket is None:
+            raise ValueError(
+                f"batch of {n} is not a captured bucket {self.buckets}: pad it with bucketed()"
+            )
+        host_in, host_masks = bucket.host_inputs.numpy(), bucket.host_masks.numpy()
+        offset = 0
+        for i, (name, k) in enumerate(zip(self.names, self.dims)):
+            host_in[:, :, offset : offset + k] = inputs[name]
+            host_masks[:, i] = masks[name]
+            offset += k
         with torch.inference_mode():
-            for name, value in inputs.items():
-                static_in[name].copy_(torch.from_numpy(value), non_blocking=True)
-                static_masks[name].copy_(torch.from_numpy(masks[name]), non_blocking=True)
-            graph.replay()
-            return {name: v.float().cpu().numpy() for name, v in static_out.items()}
+            bucket.inputs.copy_(bucket.host_inputs, non_blocking=True)
+            bucket.masks.copy_(bucket.host_masks, non_blocking=True)
+            bucket.replay()
+            # .cpu() copies off a GPU; on the CPU stand-in numpy() shares memory, so copy
+            return {n: v.cpu().numpy().copy() for n, v in bucket.outputs.items()}
+
+
+GPU_PROVIDERS = ("TensorrtExecutionProvider", "CUDAExecutionProvider")
+_PROVIDER_LIBRARY = {
+    "TensorrtExecutionProvider": "libonnxruntime_providers_tensorrt.so",
+    "CUDAExecutionProvider": "libonnxruntime_providers_cuda.so",
+}
+
+
+def cuda_devices() -> tuple[int, str]:
+    """(GPUs the CUDA driver reports, why none when 0), asked of the driver itself (no torch:
+    a CPU build of torch says no GPU on a machine that has one)."""
+    try:
+        driver = ctypes.CDLL("libcuda.so.1")
+    except OSError:
+        return 0, "no CUDA driver (libcuda.so.1 not found)"
+    status = driver.cuInit(0)
+    if status != 0:
+        return 0, f"the CUDA driver did not initialise (cuInit error {status})"
+    count = ctypes.c_int(0)
+    status = driver.cuDeviceGetCount(ctypes.byref(count))
+    if status != 0 or count.value == 0:
+        return 0, f"the CUDA driver sees no device (cuDeviceGetCount {status}, {count.value})"
+    return count.value, ""
+
+
+def provider_library_error(provider: str) -> str | None:
+    """Why ONNX Runtime's ``provider`` library does not load here (a CUDA, cuDNN or TensorRT
+    library missing), or None. Probed with ``dlopen`` so ONNX Runtime prints nothing."""
+    import onnxruntime as ort
+
+    library = Path(ort.__file__).parent / "capi" / _PROVIDER_LIBRARY[provider]
+    if not library.is_file():
+        return f"{library.name} is not installed"
+    try:
+        ctypes.CDLL(str(library))
+    except OSError as exc:
+        return str(exc).split(": ")[-1] if ": " in str(exc) else str(exc)
+    return None
+
+
+def choose_providers(
+    device: str,
+    available: Sequence[str],
+    gpus: tuple[int, str],
+    library_error: Callable[[str], str | None],
+    tensorrt: bool = True,
+) -> tuple[list[str], list[str]]:
+    """(ONNX Runtime providers to ask for, in order; why each GPU one was left out).
+
+    ``cuda`` asks for TensorRT, then CUDA, then the CPU provider, keeping those this machine
+    can load (``available`` from onnxruntime, ``gpus`` from :func:`cuda_devices`).
+    """
+    if device == "cpu":
+        return ["CPUExecutionProvider"], []
+    chosen, skipped = [], []
+    for provider in GPU_PROVIDERS:
+        short = provider.removesuffix("ExecutionProvider")
+        if provider == "TensorrtExecutionProvider" and not tensorrt:
+            continue
+        if provider not in available:
+            skipped.append(f"{short}: not in this onnxruntime (install onnxruntime-gpu)")
+        elif gpus[0] == 0:
+            skipped.append(f"{short}: {gpus[1]}")
+        elif (error := library_error(provider)) is not None:
+            skipped.append(f"{short}: {error}")
+        else:
+            chosen.append(provider)
+    return [*chosen, "CPUExecutionProvider"], skipped
+
+
+def provider_options(provider: str, path: str | Path, max_batch: int) -> dict[str, Any]:
+    """Settings per provider: CUDA keeps fp32 exact (no TF32); TensorRT caches its engine and
+    gets one optimisation profile for batches 1..``max_batch`` (built once, at warm-up)."""
+    if provider == "CUDAExecutionProvider":
+        return {"device_id": 0, "use_tf32": 0}
+    if provider != "TensorrtExecutionProvider":
+        return {}
+    import onnx
+
+    graph = onnx.load(str(path), load_external_data=False).graph
+    trailing = {  # every input's shape after the batch axis
+        i.name: [d.dim_value for d in i.type.tensor_type.shape.dim[1:]] for i in graph.input
+    }
+
+    def shapes(batch: int) -> str:
+        return ",".join(f"{n}:" + "x".join(map(str, [batch, *t])) for n, t in trailing.items())
+
+    return {
+        "device_id": 0,
+        "trt_engine_cache_enable": True,
+        "trt_engine_cache_path": tempfile.mkdtemp(prefix="mtm-trt-"),
+        "trt_profile_min_shapes": shapes(1),
+        "trt_profile_opt_shapes": shapes(max_batch),
+        "trt_profile_max_shapes": shapes(max_batch),
+    }
 
 
 class OnnxForward:
-    """ONNX Runtime session over an exported MTM (inputs ``<name>``, ``mask_<name>``)."""
+    """ONNX Runtime session over an exported MTM (inputs ``<name>``, ``mask_<name>``).
+
+    ``device="cuda"``: TensorRT, then CUDA, then the CPU provider, whichever load here
+    (:func:`choose_providers`); with none of the GPU ones usable it runs on the CPU provider
+    and says so in one warning (a machine with onnxruntime-gpu and no GPU).
+    """
 
     def __init__(
-        self, path: str | Path, names: Sequence[str], device: str = "cpu", threads: int = 1
+        self,
+        path: str | Path,
+        names: Sequence[str],
+        device: str = "cpu",
+        threads: int = 1,
+        tensorrt: bool = True,
+        max_batch: int = 32,
     ) -> None:
         import onnxruntime as ort
 
@@ -136,16 +351,30 @@ class OnnxForward:
         options.intra_op_num_threads = threads
         options.inter_op_num_threads = 1
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        available = ort.get_available_providers()
-        providers = ["CPUExecutionProvider"]
-        if device == "cuda":
-            if "CUDAExecutionProvider" not in available:
-                raise ConfigError(f"device cuda: onnxruntime has no CUDA provider ({available})")
-            providers.insert(0, "CUDAExecutionProvider")
-        self.session = ort.InferenceSession(str(path), options, providers=providers)
+        options.log_severity_level = 3  # errors only: node placement notes are not news
+        wanted, skipped = choose_providers(
+            device,
+            ort.get_available_providers(),
+            cuda_devices() if device == "cuda" else (0, ""),
+            provider_library_error,
+            tensorrt,
+        )
+        if device == "cuda" and wanted == ["CPUExecutionProvider"]:
+            log.warning(
+                "onnx backend asked for device cuda, but no GPU provider is usable here (%s): "
+                "running on ONNX Runtime's CPU provider",
+                "; ".join(skipped),
+            )
+        elif skipped:
+            log.info("onnx backend: %s; using %s", "; ".join(skipped), wanted[0])
         self.names = list(names)
+        providers: list[Any] = [(p, provider_options(p, path, max_batch)) for p in wanted]
+        self.session = ort.InferenceSession(str(path), options, providers=providers)
         self.outputs = [f"pred_{n}" for n in self.names]
         self.providers = self.session.get_providers()
+        lost = [p for p in wanted if p not in self.providers]
+        if lost:
+            log.warning("onnxruntime did not start %s; running on %s", lost, self.providers)
 
     def __call__(
         self, inputs: dict[str, np.ndarray], masks: dict[str, np.ndarray]
@@ -245,26 +474,46 @@ def _onnx_path(checkpoint: Checkpoint, config: BackendConfig) -> Path:
 def make_forward(checkpoint: Checkpoint, config: BackendConfig) -> tuple[ForwardFn, dict[str, Any]]:
     """The ForwardFn for ``config`` and a description of it (for ``metadata``)."""
     buckets = batch_buckets(config.max_batch)
-    if config.device == "cuda" and not torch.cuda.is_available():
-        raise ConfigError("device cuda requested but torch finds no CUDA device")
     description: dict[str, Any] = {"name": config.backend, "device": config.device}
     if config.backend == "onnx":
         path = _onnx_path(checkpoint, config)
         onnx_forward = OnnxForward(
-            path, list(checkpoint.spec.modalities), config.device, config.threads
+            path,
+            list(checkpoint.spec.modalities),
+            config.device,
+            config.threads,
+            tensorrt=config.tensorrt,
+            max_batch=config.max_batch,
         )
         description["providers"] = onnx_forward.providers
         description["quantize"] = config.quantize
         forward: ForwardFn = onnx_forward
-        if config.device == "cuda":
+        if onnx_forward.providers[0] != "CPUExecutionProvider":  # fixed shapes for the GPU
             forward, description["buckets"] = bucketed(onnx_forward, buckets), buckets
         return forward, description
+    if config.device == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(
+            "device cuda requested but torch finds no CUDA device: use device cpu, or the "
+            "onnx backend (which falls back to its CPU provider)"
+        )
+    description["precision"] = config.precision
     if config.device == "cuda" and config.cuda_graphs:
-        graphs = CudaGraphForward(checkpoint.model, buckets)
-        description.update(cuda_graphs=True, buckets=buckets)
+        graphs = BucketGraphs(checkpoint.model, buckets, "cuda", config.precision)
+        description.update(cuda_graphs=True, buckets=buckets, captures=graphs.captures)
         return bucketed(graphs, buckets), description
     torch.set_num_threads(config.threads)
-    return torch_forward(checkpoint.model.to(config.device), config.device), description
+    eager = torch_forward(checkpoint.model.to(config.device), config.device)
+    dtype = PRECISION_DTYPES[config.precision]
+    if dtype is None:
+        return eager, description
+
+    def autocast_forward(
+        inputs: dict[str, np.ndarray], masks: dict[str, np.ndarray]
+    ) -> dict[str, np.ndarray]:
+        with torch.autocast(torch.device(config.device).type, dtype=dtype):
+            return eager(inputs, masks)
+
+    return autocast_forward, description
 
 
 def warmup_contexts(predictor: Predictor, batch: int) -> list[Context]:

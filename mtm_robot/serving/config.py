@@ -15,6 +15,7 @@ from mtm_robot_client import protocol as wire
 BACKENDS = ("torch", "onnx")
 DEVICES = ("cpu", "cuda")
 QUANTIZE = ("none", "int8")
+PRECISIONS = ("fp32", "bf16", "fp16")
 
 
 @dataclass
@@ -33,6 +34,10 @@ class BackendConfig:
     """exported graph for the onnx backend ("": exported at load time)"""
     cuda_graphs: bool = True
     """torch on CUDA: capture one graph per batch bucket"""
+    precision: str = "fp32"
+    """torch only: fp32, or bf16 / fp16 autocast (faster on a GPU, approximate)"""
+    tensorrt: bool = True
+    """onnx on cuda: try ONNX Runtime's TensorRT provider before its CUDA provider"""
     quantize: str = "none"
     """onnx only: none, or int8 (dynamic int8 weights: faster, approximate)"""
 
@@ -49,6 +54,13 @@ class BackendConfig:
             raise ConfigError(f"quantize '{self.quantize}' unknown; expected one of {QUANTIZE}")
         if self.quantize != "none" and self.backend != "onnx":
             raise ConfigError("quantize applies to the onnx backend only")
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision '{self.precision}' unknown; expected one of {PRECISIONS}")
+        if self.precision != "fp32" and self.backend != "torch":
+            raise ConfigError(
+                f"precision {self.precision} applies to the torch backend only (onnx runs "
+                "fp32; quantize=int8 is its reduced form)"
+            )
 
 
 @dataclass
