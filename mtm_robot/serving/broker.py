@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import zmq
 
 from mtm_robot.errors import ConfigError
-from mtm_robot.serving.security import CurveServer, is_loopback
+from mtm_robot.serving.security import CurveServer, bind_endpoint, is_loopback
 from mtm_robot_client.curve import CurveClient
 
 log = logging.getLogger(__name__)
@@ -84,8 +84,7 @@ class Broker:
             self._auth = self.curve.apply(self.context, frontend)
         if self.node_curve is not None:
             self.node_curve.apply(backend)
-        frontend.bind(self.frontend_address)
-        self.endpoint = frontend.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.endpoint = bind_endpoint(frontend, self.frontend_address)
         for node in self.nodes:
             backend.connect(node)
         control.connect(self._control_address)

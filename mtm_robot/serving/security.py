@@ -25,6 +25,7 @@ from mtm_robot_client.curve import CurveClient, load_keypair, load_public_key
 __all__ = [
     "CurveClient",
     "CurveServer",
+    "bind_endpoint",
     "generate_keypair",
     "is_loopback",
     "load_keypair",
@@ -48,6 +49,24 @@ def is_loopback(endpoint: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def bind_endpoint(socket: zmq.Socket, endpoint: str, flag: str = "--bind") -> str:
+    """Bind ``socket`` to ``endpoint`` and return the address it got (``LAST_ENDPOINT``: the
+    real port of ``tcp://127.0.0.1:0``). A bind ZeroMQ refuses (port in use, an address this
+    machine does not have, a malformed endpoint) is a :class:`ConfigError` naming the endpoint
+    and the setting that chose it, not a traceback."""
+    try:
+        socket.bind(endpoint)
+    except zmq.ZMQError as exc:
+        if exc.errno == zmq.EADDRINUSE:
+            hint = "another process is bound there: stop it or choose another port"
+        elif exc.errno == zmq.EADDRNOTAVAIL:
+            hint = "this machine has no such address"
+        else:
+            hint = "expected e.g. tcp://127.0.0.1:5555"
+        raise ConfigError(f"{flag} {endpoint!r}: cannot bind ({exc.strerror}); {hint}") from exc
+    return str(socket.getsockopt_string(zmq.LAST_ENDPOINT))
 
 
 def generate_keypair(directory: str | Path, name: str) -> tuple[Path, Path]:

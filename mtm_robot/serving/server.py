@@ -37,7 +37,7 @@ from mtm_robot.serving.reload_policy import (
     model_differences,
     spec_differences,
 )
-from mtm_robot.serving.security import CurveServer, is_loopback
+from mtm_robot.serving.security import CurveServer, bind_endpoint, is_loopback
 from mtm_robot.serving.stats import ServingStats
 from mtm_robot.training.checkpoint import read_metadata, resolve_checkpoint_path
 from mtm_robot_client import protocol as wire
@@ -117,8 +117,7 @@ class InferenceNode:
         if self.config.curve_secret_key:
             curve = CurveServer(self.config.curve_secret_key, self.config.curve_allowed_clients)
             self._auth = curve.apply(self.context, router)
-        router.bind(self.config.bind)
-        self.endpoint = router.getsockopt_string(zmq.LAST_ENDPOINT)
+        self.endpoint = bind_endpoint(router, self.config.bind)
         self._router = router
         self._results = self.context.socket(zmq.PULL)
         self._results.linger = 0

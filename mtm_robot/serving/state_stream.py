@@ -34,7 +34,7 @@ import numpy as np
 import zmq
 
 from mtm_robot.errors import ConfigError
-from mtm_robot.serving.security import is_loopback
+from mtm_robot.serving.security import bind_endpoint, is_loopback
 from mtm_robot_client import protocol
 from mtm_robot_client.errors import ProtocolError
 
@@ -191,7 +191,7 @@ def _socket(context: zmq.Context, kind: int, endpoint: str, bind: bool) -> zmq.S
     socket.setsockopt(zmq.RECONNECT_IVL, 50)
     socket.setsockopt(zmq.RECONNECT_IVL_MAX, 1000)
     if bind:
-        socket.bind(endpoint)
+        bind_endpoint(socket, endpoint)
     else:
         socket.connect(endpoint)
     return socket
