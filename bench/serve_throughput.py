@@ -138,7 +138,7 @@ class ClientPool:
     def run(self, endpoint: str, clients: int, duration_s: float) -> dict[str, Any]:
         used = min(clients, len(self.procs))
         shares = [clients // used + (i < clients % used) for i in range(used)]
-        start_at = time.monotonic() + 2.0  # time for every process to connect its sockets
+        start_at = time.monotonic() + 1.0  # time for every process to connect its sockets
         for queue, share in zip(self.commands, shares):
             queue.put(("run", endpoint, share, start_at, duration_s))
         parts = [self.results.get(timeout=duration_s + 60) for _ in shares]
@@ -318,10 +318,18 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                         print(f"  {model}/{backend}: skipped ({reason})", flush=True)
                         continue
                     rows.append(measure_backend(checkpoints[model], backend, args, clients))
+                    if args.json is not None:  # what is done survives a timeout
+                        result["load_average"] = [round(load_before[0], 2), None]
+                        _write_json(args.json, result)
     finally:
         clients.close()
     result["load_average"] = [round(load_before[0], 2), round(os.getloadavg()[0], 2)]
     return result
+
+
+def _write_json(path: Path, result: dict[str, Any]) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(result, indent=1))
 
 
 # -- report -----------------------------------------------------------------------------------
@@ -354,7 +362,7 @@ def render(result: dict[str, Any]) -> str:
         f"Measured by `{result['command']}` on {result['date_utc']}.",
         "",
         f"- Hardware: {result['hardware']}; load average {result['load_average'][0]} before, "
-        f"{result['load_average'][1]} after.",
+        f"{result['load_average'][1]} after (None: the run was cut short).",
         f"- Software: {result['software']}.",
         f"- Node max batch {result['max_batch']}, greedy batching; clients spread over "
         "processes, one request in flight per client; `return_conditioned` with 3 steps of "
@@ -463,8 +471,7 @@ def main(argv: list[str] | None = None) -> int:
             args.duration_s, args.latency_n = min(args.duration_s, 0.5), min(args.latency_n, 200)
         result = run(args)
         if args.json is not None:
-            args.json.parent.mkdir(parents=True, exist_ok=True)
-            args.json.write_text(json.dumps(result, indent=1))
+            _write_json(args.json, result)
             print(f"wrote {args.json}")
     text = render(result)
     if args.out is not None:
