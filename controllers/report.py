@@ -86,7 +86,9 @@ def summary_table(result: SessionResult) -> str:
 def aggregate(result: SessionResult) -> dict[str, Any]:
     returns = np.array([s["return"] for s in result.summaries])
     scores = np.array([s["normalized_score"] for s in result.summaries])
-    lat = np.concatenate([e.telemetry.arrays()["latency_s"] for e in result.episodes])
+    lat = np.concatenate(
+        [np.zeros(0)] + [e.telemetry.arrays()["latency_s"] for e in result.episodes]
+    )
     lat = lat[np.isfinite(lat)]
     return {
         "task": result.task,
@@ -119,7 +121,8 @@ def write_run_dir(result: SessionResult, run_dir: Path) -> dict[str, Any]:
         np.savez_compressed(run_dir / f"telemetry_{i:03d}.npz", **arrays)  # type: ignore[arg-type]
     summary = {**aggregate(result), "per_episode": result.summaries}
     (run_dir / "summary.json").write_text(json.dumps(summary, indent=2, default=float))
-    plot(result, run_dir)
+    if result.episodes:  # none when Ctrl-C came during the first
+        plot(result, run_dir)
     return summary
 
 

@@ -39,6 +39,8 @@ from mtm_robot_client.modes import MODES
 log = logging.getLogger(__name__)
 #: Reset seeds of sim_control evaluation episodes (see docs/datasets.md for the other ranges).
 EVALUATION_SEED_BASE = 40_000_000
+#: ``SessionResult.ended_by`` of a run stopped by Ctrl-C.
+INTERRUPTED = "interrupted"
 
 
 @dataclass
@@ -101,7 +103,9 @@ class SessionResult:
     summaries: list[dict[str, Any]]
     wall_s: float
     recording_error: str = ""  # why --record stopped writing (a full disk); "" when it did not
-    ended_by: str = ""  # why the run stopped early (the node is gone); "" when it did not
+    #: why the run stopped early ("" when it did not): the node is gone, or ``interrupted``
+    #: (Ctrl-C: the episodes finished before it are the result)
+    ended_by: str = ""
     node_events: list[dict[str, Any]] = field(default_factory=list)  # died / restarted / lost
 
 
@@ -274,11 +278,12 @@ def run_session(
                 keep_physics=keep_physics or bool(opened.view and opened.view.render_frames),
                 observers=[opened.view] if opened.view is not None else [],
             )
-            done = _run_episodes(c, controller, task, opened.recorder, progress, on_episode)
+            done, ended_by = _run_episodes(
+                c, controller, task, opened.recorder, progress, on_episode
+            )
     finally:
         opened.close()
     wall_s = time.perf_counter() - start
-    ended_by = done[-1].result.ended_by if done else ""
     return SessionResult(
         task,
         metadata,
@@ -395,21 +400,26 @@ def _run_episodes(
     recorder: EpisodeRecorder | None,
     progress: bool,
     on_episode: Callable[[EpisodeDone], None] | None,
-) -> list[EpisodeDone]:
-    """Episode ``i`` resets with ``seed + i``; stops early when the recording fails or the
-    node is gone for good."""
+) -> tuple[list[EpisodeDone], str]:
+    """Episode ``i`` resets with ``seed + i``; stops early when the recording fails, the node
+    is gone for good (returned: why it stopped early, or "") or on Ctrl-C (``interrupted``:
+    the episode under way is dropped, the finished ones are the result)."""
     done: list[EpisodeDone] = []
     for i in range(c.episodes):
         if recorder is not None and recorder.error:
             break  # the episodes asked to be recorded can't be: stop (the error says why)
-        result = controller.run_episode(c.seed + i)
-        summary = result.summary()
-        summary["normalized_score"] = normalized_score(task, result.episode_return)
-        done.append(EpisodeDone(i, c.episodes, result, summary))
-        if progress:
-            log.info("%s", done[-1].line())
-        if on_episode is not None:
-            on_episode(done[-1])
+        try:
+            result = controller.run_episode(c.seed + i)
+            summary = result.summary()
+            summary["normalized_score"] = normalized_score(task, result.episode_return)
+            done.append(EpisodeDone(i, c.episodes, result, summary))
+            if progress:
+                log.info("%s", done[-1].line())
+            if on_episode is not None:
+                on_episode(done[-1])
+        except KeyboardInterrupt:
+            log.warning("interrupted: the %d finished episodes are the result", len(done))
+            return done, INTERRUPTED
         if result.ended_by:  # the node is gone for good: no further episode
-            break
-    return done
+            return done, result.ended_by
+    return done, ""

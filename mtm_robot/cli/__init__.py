@@ -1,7 +1,7 @@
 """The command-line entry points: one module per command (``mtm_robot.cli.sim_control`` is
 ``mtm-sim-control``, and ``python launch/sim_control.py`` from a checkout), and here what they
-all share: the error exit and output-folder checks. How a command's flags come from the
-config dataclasses: :mod:`mtm_robot.cli.settings`.
+all share: the error exit, output-folder checks and run directories. How a command's flags come
+from the config dataclasses: :mod:`mtm_robot.cli.settings`.
 
 Exit status of every launcher: 0 done, 1 the job ran and found a problem it reports (e.g. a
 failed I/O map check), 2 bad input: a message on stderr, ``error: ...`` on one line, naming the
@@ -15,8 +15,9 @@ else is a bug and keeps its traceback.
 
 from __future__ import annotations
 
+import contextlib
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import NoReturn
 
@@ -70,3 +71,23 @@ def check_output_dir(path: str | Path | None, flag: str) -> None:
             if not parent.is_dir():
                 raise ConfigError(f"{flag} {path}: {parent} is a file, not a folder")
             break
+
+
+@contextlib.contextmanager
+def run_directory(path: Path, scratch: Sequence[str] = ()) -> Iterator[Path]:
+    """Create run directory ``path`` (and missing parents) for the body. When the body fails
+    (an error or Ctrl-C) before writing anything there, the folders it created are removed
+    again, so a run that fails before starting leaves no empty run directory. ``scratch``:
+    files of a failed start removed with them (e.g. ``node.log``) unless the error names one."""
+    created = [p for p in (path, *path.parents) if not p.exists()]  # deepest first
+    path.mkdir(parents=True, exist_ok=True)
+    try:
+        yield path
+    except BaseException as exc:
+        for name in scratch:
+            if str(path / name) not in str(exc):
+                (path / name).unlink(missing_ok=True)
+        for folder in created:
+            with contextlib.suppress(OSError):  # a folder that holds anything stays
+                folder.rmdir()
+        raise

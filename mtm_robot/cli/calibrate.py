@@ -36,7 +36,7 @@ import numpy as np
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 from calibration.procedures import CalibrationConfig, run_calibration
-from mtm_robot.cli import check_output_dir, run
+from mtm_robot.cli import check_output_dir, run, run_directory
 from mtm_robot.cli.settings import SETTINGS, Overrides, parse_command
 from mtm_robot.errors import ConfigError, MTMRobotError
 from mtm_robot.hardware import describe
@@ -117,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
     run = procedures(args)
     print(f"{task}: calibrating {', '.join(run)}; checkpoint {config.server or config.checkpoint}")
     start = time.perf_counter()
-    outcome = run_calibration(config, run, out, progress=args.progress, machine=describe())
+    with run_directory(out, scratch=["node.log"]):  # gone again if the run cannot start
+        outcome = run_calibration(config, run, out, progress=args.progress, machine=describe())
     total = time.perf_counter() - start
     if outcome.io_check is not None:
         check = outcome.io_check

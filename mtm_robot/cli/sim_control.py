@@ -16,7 +16,9 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import os
+import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,8 +28,8 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 
 from calibration.calibration_file import check_task, session_overrides
 from controllers.report import summary_table, write_run_dir
-from controllers.session import EpisodeDone, SessionConfig, run_session
-from mtm_robot.cli import check_output_dir, run
+from controllers.session import INTERRUPTED, SessionConfig, SessionResult, run_session
+from mtm_robot.cli import check_output_dir, run, run_directory
 from mtm_robot.cli.settings import SETTINGS, Overrides, parse_command
 from mtm_robot.config import save_config
 from mtm_robot.errors import MTMRobotError
@@ -49,7 +51,7 @@ class SimControlCommand:
     out: Path | None = None
     """run directory (default runs/sim_control/<time>)"""
     json: bool = False
-    """print the summary as JSON last"""
+    """print the summary as JSON on stdout, and nothing else there (the rest goes to stderr)"""
 
 
 #: The short names sim_control has always had.
@@ -80,53 +82,65 @@ def build_config(args: SimControlCommand) -> SessionConfig:
     return config
 
 
-def _echo(done: EpisodeDone) -> None:
-    print(done.line(), flush=True)
-
-
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     config = build_config(args)
     check_output_dir(args.out, "--out")
     check_output_dir(config.record, "--record")
+
+    def say(line: str) -> None:  # with --json, stdout holds the JSON alone
+        print(line, file=sys.stderr if args.json else sys.stdout, flush=True)
+
     run_dir = args.out or Path("runs") / "sim_control" / time.strftime("%Y%m%d-%H%M%S")
-    run_dir.mkdir(parents=True, exist_ok=True)
     pacing = "realtime" if config.controller.realtime else "lockstep"
-    print(
+    say(
         f"{config.task}: {config.controller.mode}, {config.episodes} episodes, {pacing}, "
         f"checkpoint {config.server or config.checkpoint}; run directory {run_dir}"
     )
-    result = run_session(config, run_dir, progress=False, on_episode=None if args.json else _echo)
+    with run_directory(run_dir, scratch=["node.log"]):  # gone again if the run cannot start
+        result = run_session(config, run_dir, progress=False, on_episode=lambda d: say(d.line()))
     save_config(config, run_dir / "config.yaml")  # resolved, incl. the return target used
     summary = write_run_dir(result, run_dir)
     if args.video and result.episodes:
-        from sim import registry
-        from sim.render import frames_from_physics, write_video
-
-        env = registry.make(config.task)
-        try:
-            frames = frames_from_physics(env, result.episodes[0].physics, stride=2)
-            count = write_video(frames, args.video, fps=env.control_hz / 2)
-        finally:
-            env.close()
-        print(f"video: {args.video} ({count} frames)")
-    print(
+        say(f"video: {args.video} ({_render_video(config.task, result, args.video)} frames)")
+    say(
         f"model {result.model.get('model_id')} ({result.model.get('backend')}); "
         f"target return {config.controller.target_return}"
     )
     calibrated_for = check_task(args.calibration, config.task).model_id if args.calibration else ""
     if calibrated_for and calibrated_for != result.model.get("model_id"):
-        print(f"warning: {args.calibration} was calibrated on model {calibrated_for}")
-    print(summary_table(result))
-    print(f"run directory: {run_dir}")
+        say(f"warning: {args.calibration} was calibrated on model {calibrated_for}")
+    say(summary_table(result))
+    say(f"run directory: {run_dir}")
     if args.json:
-        print(json.dumps(summary, default=float))
+        print(json.dumps(summary, default=float), flush=True)
+    if result.ended_by == INTERRUPTED:  # Ctrl-C: the run directory holds the episodes done
+        say(f"interrupted after {len(result.episodes)} of {config.episodes} episodes")
+        return 130
     if result.ended_by:  # the run directory is written; the run is not complete
         raise MTMRobotError(f"the run ended early: {result.ended_by}")
     if result.recording_error:  # the run directory is written; the recording is not complete
         raise MTMRobotError(f"--record: {result.recording_error}")
     return 0
+
+
+def _render_video(task: str, result: SessionResult, path: Path) -> int:
+    """The first episode to ``path`` (every second tick), a progress bar on stderr."""
+    from tqdm import tqdm
+
+    from sim import registry
+    from sim.render import frames_from_physics, write_video
+
+    env = registry.make(task)
+    try:
+        physics = result.episodes[0].physics
+        frames = frames_from_physics(env, physics, stride=2)
+        total = None if physics is None else math.ceil(len(physics) / 2)
+        bar = tqdm(frames, total=total, desc="video", unit="frame")
+        return write_video(bar, path, fps=env.control_hz / 2)
+    finally:
+        env.close()
 
 
 def entry() -> NoReturn:

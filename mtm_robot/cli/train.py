@@ -19,13 +19,18 @@ import shlex
 import sys
 import time
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn
 
-from mtm_robot.cli import check_output_dir, run
+from mtm_robot.cli import check_output_dir, run, run_directory
 from mtm_robot.config import load_config
 from mtm_robot.data.importers import add_data_arguments, load_data_arguments
 from mtm_robot.hardware import describe
 from mtm_robot.training import BASELINE_TASKS
+
+if TYPE_CHECKING:  # torch: imported after the arguments are parsed
+    from mtm_robot.data.episodes import Episode
+    from mtm_robot.training.baselines import BaselineConfig
+    from mtm_robot.training.train import TrainConfig, Trainer
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -37,6 +42,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     add_data_arguments(parser)
     parser.add_argument("--steps", type=int, help="total optimiser steps (overrides the config)")
+    parser.add_argument(
+        "--task",
+        help="the task the MTM checkpoint records (default: the one the episodes name; D4RL files "
+        "name none), e.g. walker-walk",
+    )
     parser.add_argument("--out", type=Path, default=Path("runs/train"), help="run directory")
     parser.add_argument(
         "--set",
@@ -58,10 +68,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     # torch loads after the arguments are parsed: --help and a bad flag answer at once
-    from mtm_robot.training.baselines import BaselineConfig, train_baseline
-    from mtm_robot.training.train import TrainConfig, Trainer
+    from mtm_robot.training.baselines import BaselineConfig
+    from mtm_robot.training.train import TrainConfig
 
     overrides = list(args.set) + ([f"steps={args.steps}"] if args.steps is not None else [])
+    if args.task and not args.baseline:
+        overrides.append(f"task={args.task}")
     # the config and the run directory are checked before any data is read
     config: BaselineConfig | TrainConfig = (
         load_config(BaselineConfig, args.config, overrides)
@@ -77,6 +89,27 @@ def main(argv: list[str] | None = None) -> int:
         "machine": describe(),
     }
     start = time.perf_counter()
+    with run_directory(args.out):  # gone again if training cannot start
+        metrics = _train(args, config, episodes, provenance)
+    if metrics is None:
+        return 130
+    print(f"done in {time.perf_counter() - start:.0f} s; run directory {args.out}")
+    for key, value in metrics.items():
+        print(f"  {key}: {value:.5f}")
+    return 0
+
+
+def _train(
+    args: argparse.Namespace,
+    config: BaselineConfig | TrainConfig,
+    episodes: list[Episode],
+    provenance: dict[str, Any],
+) -> dict[str, float] | None:
+    """Train the MTM or a baseline into ``args.out``; returns the final metrics, or None after
+    Ctrl-C (the MTM saves a checkpoint at the step it reached, so the same command resumes)."""
+    from mtm_robot.training.baselines import BaselineConfig, train_baseline
+    from mtm_robot.training.train import Trainer
+
     if isinstance(config, BaselineConfig):
         metrics = train_baseline(
             args.baseline, config, episodes, args.out, provenance, progress=not args.no_progress
@@ -90,14 +123,32 @@ def main(argv: list[str] | None = None) -> int:
             f"{report.dropped_nonfinite} dropped (non-finite), "
             f"{report.action_free_episodes} action-free"
         )
+        print(f"task: {trainer.task or '(none: the data name no single task; pass --task)'}")
         if trainer.resumed_from is not None:
             print(f"resumed from step {trainer.step} ({trainer.resumed_from})")
-        metrics = trainer.run(progress=not args.no_progress)
-        trainer.close()
-    print(f"done in {time.perf_counter() - start:.0f} s; run directory {args.out}")
-    for key, value in metrics.items():
-        print(f"  {key}: {value:.5f}")
-    return 0
+        try:
+            metrics = trainer.run(progress=not args.no_progress)
+        except KeyboardInterrupt:
+            _save_interrupted(trainer)
+            return None
+        finally:
+            trainer.close()
+    return metrics
+
+
+def _save_interrupted(trainer: Trainer) -> None:
+    """Ctrl-C: a checkpoint at the step reached (metrics.jsonl is written line by line)."""
+    import torch
+
+    if trainer.rank != 0:
+        return
+    finite = all(bool(torch.isfinite(p).all()) for p in trainer.model.parameters())
+    saved = trainer.save() if trainer.step > 0 and finite else None
+    where = f"checkpoint {saved}" if saved else "no checkpoint written"
+    print(
+        f"\ninterrupted at step {trainer.step} ({where}); rerun the same command to resume",
+        file=sys.stderr,
+    )
 
 
 def entry() -> NoReturn:

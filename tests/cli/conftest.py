@@ -69,6 +69,7 @@ def _build(root: Path) -> dict[str, Path]:
     paths["missing_hdf5"] = root / "nonexistent.hdf5"  # never created
     paths["empty"] = root / "empty"
     paths["empty"].mkdir()
+    paths["walker_ckpt"] = _tiny_checkpoint(root / "walker_ckpt")  # intact
     paths["truncated_ckpt"] = _tiny_checkpoint(root / "truncated_ckpt")
     weights = paths["truncated_ckpt"] / WEIGHTS_FILE
     weights.write_bytes(weights.read_bytes()[: weights.stat().st_size // 2])

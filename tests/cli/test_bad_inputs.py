@@ -3,7 +3,9 @@
 Each case runs the launcher as a user would (``python launch/X.py ...`` in a fresh process)
 and checks: a non-zero exit, no Python traceback, a last stderr line that says ``error`` and
 names the bad value, and the fixture files byte-identical afterwards (nothing given to a
-launcher is written to or deleted). Cases that would need an inference node fail before one
+launcher is written to or deleted), and nothing left in the scratch folder (the working
+directory, where default run directories go): a run that fails before starting leaves no run
+directory. Cases that would need an inference node fail before one
 starts. Fixtures: ``tests/cli/conftest.py``; the issue these come from: #13.
 """
 
@@ -44,6 +46,10 @@ CASES: list[tuple[str, str, list[str], list[str]]] = [
     # 4. a corrupt reference episode
     ("sim-reference-corrupt", "sim_control", ["--mode", "inverse_dynamics", "--reference",
                                               "{corrupt_npz}"], ["corrupt.npz"]),
+    # a model for another task, found once its node has started (its node.log is removed too)
+    ("sim-model-other-task", "sim_control", ["--task", "cartpole", "--checkpoint",
+                                             "{walker_ckpt}", "--lockstep"],
+     ["states dim 24", "cartpole"]),
     # 5. an output folder that is an existing file
     ("sim-record-file", "sim_control", ["--record", "{a_file}"], ["a_file.txt"]),
     ("sim-out-file", "sim_control", ["--out", "{a_file}"], ["a_file.txt"]),
@@ -145,3 +151,5 @@ def test_bad_input_ends_in_one_clear_line(
     for text in expected:
         assert text.lower() in last.lower(), f"{text!r} not in the error line: {last}"
     assert tree_digest(bad_inputs["root"]) == before, "a fixture file was changed"
+    left = sorted(str(p.relative_to(tmp_path)) for p in tmp_path.rglob("*"))
+    assert not left, f"a run that failed before starting left {left}"

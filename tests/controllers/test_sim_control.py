@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import signal
 import subprocess
 import sys
 import threading
@@ -68,11 +70,17 @@ def test_main_job_lockstep_json_summary_and_run_dir(walker_checkpoint, tmp_path)
         str(tmp_path / "run"),
         "--record",
         str(tmp_path / "rec"),
+        "--video",
+        str(tmp_path / "first.gif"),
         "--json",
     ]
-    result = subprocess.run(cmd, capture_output=True, text=True, timeout=170, cwd=ROOT)
+    env = {**os.environ, "MUJOCO_GL": "egl"}
+    result = subprocess.run(cmd, capture_output=True, text=True, timeout=170, cwd=ROOT, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
-    summary = json.loads(result.stdout.strip().splitlines()[-1])
+    summary = json.loads(result.stdout)  # --json: stdout holds the JSON and nothing else
+    assert "episode 2/2: return" in result.stderr  # the human lines went to stderr
+    assert "video: 100%" in result.stderr and "15/15" in result.stderr  # rendering's progress
+    assert (tmp_path / "first.gif").is_file()
     assert summary["episodes"] == 2
     assert summary["ticks"] == 60
     assert summary["deadline_misses"] == 0
@@ -82,9 +90,45 @@ def test_main_job_lockstep_json_summary_and_run_dir(walker_checkpoint, tmp_path)
         assert (run / name).is_file(), name
     assert "target_return: 0.9" in (run / "config.yaml").read_text()
     episode = load_episode(tmp_path / "rec" / "episode_000001.npz")
-    assert episode.actions.shape == (30, 6)
+    assert episode.actions is not None and episode.actions.shape == (30, 6)
     assert episode.meta["policy_id"] == "tiny-walker"
-    assert episode.physics.shape[0] == 30
+    assert episode.physics is not None and episode.physics.shape[0] == 30
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(180)
+def test_ctrl_c_writes_a_partial_summary(walker_checkpoint, tmp_path):
+    """SIGINT during episode 2 or later: exit 130, summary.json with the finished episodes and
+    ended_by interrupted, the JSON summary still on stdout."""
+    cmd = [
+        sys.executable, str(ROOT / "launch/sim_control.py"), "--task", "walker", "--checkpoint",
+        str(walker_checkpoint), "--episodes", "1000", "--lockstep", "--max-steps", "20",
+        "--out", str(tmp_path / "run"), "--json",
+    ]  # fmt: skip
+    env = {**os.environ, "MUJOCO_GL": "egl"}
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env
+    )
+    try:
+        assert proc.stderr is not None
+        for line in proc.stderr:  # wait until the first episode has finished
+            if line.startswith("episode 1/1000"):
+                break
+        else:
+            pytest.fail(f"no episode line; exit {proc.wait()}")
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=120)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130, err[-2000:]
+    assert "Traceback" not in err, err
+    summary = json.loads((tmp_path / "run" / "summary.json").read_text())
+    assert summary["ended_by"] == "interrupted"
+    assert 1 <= summary["episodes"] < 1000
+    assert len(summary["per_episode"]) == summary["episodes"]
+    assert all(e["ticks"] == 20 for e in summary["per_episode"])  # finished episodes only
+    assert json.loads(out)["episodes"] == summary["episodes"]
+    assert f"interrupted after {summary['episodes']} of 1000 episodes" in err
 
 
 def test_bad_inputs_fail_before_the_loop(tmp_path, walker_checkpoint):
