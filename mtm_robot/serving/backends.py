@@ -261,13 +261,16 @@ def provider_library_error(provider: str) -> str | None:
     library missing), or None. Probed with ``dlopen`` so ONNX Runtime prints nothing."""
     import onnxruntime as ort
 
-    library = Path(ort.__file__).parent / "capi" / _PROVIDER_LIBRARY[provider]
+    capi = Path(ort.__file__).parent / "capi"
+    library = capi / _PROVIDER_LIBRARY[provider]
     if not library.is_file():
         return f"{library.name} is not installed"
     try:
+        # the provider libraries take Provider_GetHost from this one, as ONNX Runtime loads them
+        ctypes.CDLL(str(capi / "libonnxruntime_providers_shared.so"), mode=ctypes.RTLD_GLOBAL)
         ctypes.CDLL(str(library))
     except OSError as exc:
-        return str(exc).split(": ")[-1] if ": " in str(exc) else str(exc)
+        return str(exc).replace(f"{capi}/", "")  # e.g. "libcublasLt.so.13: cannot open ..."
     return None
 
 
