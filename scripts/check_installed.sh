@@ -75,7 +75,7 @@ step "imports from $SITE"
 # 3. every entry point answers --help; the node starts as a module
 for command in mtm-sim-control mtm-serve mtm-calibrate mtm-train mtm-finetune mtm-collect \
         mtm-record-demos mtm-render mtm-train-expert mtm-export-onnx mtm-keygen mtm-broker \
-        mtm-report; do
+        mtm-interop mtm-tasks mtm-report; do
     [[ -x "$BIN/$command" ]] || fail "no entry point $command"
     t0=$EPOCHREALTIME
     "$BIN/$command" --help >/dev/null || fail "$command --help"

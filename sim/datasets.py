@@ -130,6 +130,17 @@ RECIPE_POLICIES = {
 }
 
 
+def available_recipes(task: str, policy_dir: Path | None = None) -> list[str]:
+    """The recipes whose policy files ``policy_dir`` (default: the task's shipped folder)
+    holds, in :data:`RECIPES` order (``random`` always)."""
+    folder = Path(policy_dir) if policy_dir is not None else default_policy_dir(task)
+    return [
+        recipe
+        for recipe in RECIPES
+        if all(any(folder.glob(name)) for name in RECIPE_POLICIES[recipe])
+    ]
+
+
 class MissingPolicyError(MTMRobotError, FileNotFoundError):
     """A recipe needs a policy file that is not there."""
 
