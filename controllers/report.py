@@ -109,6 +109,7 @@ def aggregate(result: SessionResult) -> dict[str, Any]:
         "wall_s": result.wall_s,
         "ended_by": result.ended_by,  # "" unless the run stopped early (its node was lost)
         "node_events": result.node_events,  # the owned node's deaths and restarts
+        "return_target": result.return_target,  # as given (given, units) and as sent (model)
         **({"recording_error": result.recording_error} if result.recording_error else {}),
     }
 

@@ -31,10 +31,10 @@ from controllers.viz import RerunView, check_target
 from mtm_robot.checkpoint_meta import resolve_checkpoint_path, shipped_tasks
 from mtm_robot.config import at_least, one_of, positive
 from mtm_robot.errors import MTMRobotError, SpecMismatchError
-from mtm_robot.return_target import default_return_target
+from mtm_robot.return_target import default_return_target, to_model_units
 from mtm_robot.serving.process import NodeProcess, NodeSupervisor, open_node
 from mtm_robot_client import NodeClient
-from mtm_robot_client.modes import MODES
+from mtm_robot_client.modes import MODES, RETURN_UNITS
 
 log = logging.getLogger(__name__)
 #: Reset seeds of sim_control evaluation episodes (see docs/datasets.md for the other ranges).
@@ -59,7 +59,10 @@ class SessionConfig:
     seed: int = EVALUATION_SEED_BASE
     """reset seed of the first episode (episode i resets with seed + i)"""
     target_return: float | None = None
-    """return target (None: the top of the training return range)"""
+    """return target, in target_return_units (None: the top of the training return range)"""
+    target_return_units: str = "model"
+    """units of target_return: model (the checkpoint's own), normalized (0 the bottom, 1 the top
+    of the training returns) or episode_return (a whole episode's return)"""
     target_fraction: float = 1.0
     """without a target: target = min + fraction * (max - min) of the training returns"""
     reference: str = ""
@@ -93,6 +96,7 @@ class SessionConfig:
         check_target(self.viz)
         positive(node_ready_timeout_s=self.node_ready_timeout_s)
         one_of("reference_indexing", self.reference_indexing, ("nearest", "time"))
+        one_of("target_return_units", self.target_return_units, RETURN_UNITS)
 
 
 @dataclass
@@ -107,6 +111,9 @@ class SessionResult:
     #: (Ctrl-C: the episodes finished before it are the result)
     ended_by: str = ""
     node_events: list[dict[str, Any]] = field(default_factory=list)  # died / restarted / lost
+    #: the return target as given (``given``, ``units``; None: the default rule) and in the
+    #: model's units (``model``, what the loop sends); {} for modes without one
+    return_target: dict[str, Any] = field(default_factory=dict)
 
 
 def check_model_fits_task(
@@ -293,7 +300,19 @@ def run_session(
         opened.recorder.error if opened.recorder is not None else "",
         ended_by,
         opened.watch.events if opened.watch is not None else [],
+        _return_target(c),
     )
+
+
+def _return_target(c: SessionConfig) -> dict[str, Any]:
+    """``SessionResult.return_target``: as given and as sent."""
+    if not MODES[c.controller.mode].needs_return_target:
+        return {}
+    return {
+        "given": c.target_return,
+        "units": c.target_return_units if c.target_return is not None else "model",
+        "model": c.controller.target_return,
+    }
 
 
 def _open_robot(c: SessionConfig, robot: Robot | None) -> tuple[Robot, ReferenceTrajectory | None]:
@@ -384,13 +403,33 @@ def _check_before_loop(
 
 
 def _configure_control(c: SessionConfig, metadata: dict[str, Any]) -> None:
-    """The return target (the model's training returns unless given) and the loop priority."""
-    c.controller.target_return = default_return_target(metadata, c.target_fraction, c.target_return)
+    """The return target in model units (the model's training returns unless given) and the
+    loop priority."""
+    given = None if c.target_return is None else model_target(c, metadata)
+    c.controller.target_return = default_return_target(metadata, c.target_fraction, given)
     if c.rt_priority and c.controller.realtime and not set_realtime_priority(c.rt_priority):
         log.warning(
             "realtime priority %d not permitted: the loop runs at normal priority",
             c.rt_priority,
         )
+
+
+def model_target(c: SessionConfig, metadata: dict[str, Any]) -> float:
+    """``c.target_return`` (given in ``c.target_return_units``) in the served model's units,
+    converted by the scale the node describes (its ``return_target`` metadata)."""
+    assert c.target_return is not None
+    if c.target_return_units == "model":
+        return c.target_return
+    scale = metadata.get("return_target") or {}
+    if c.target_return_units not in scale.get("units", []):
+        raise MTMRobotError(
+            f"target_return_units {c.target_return_units!r}: model "
+            f"'{metadata.get('model_id')}' converts only {scale.get('units', ['model'])} (no "
+            "training return range, or returns not averaged over a known horizon); give the "
+            "target in one of those"
+        )
+    lo, hi = scale["training_range"]
+    return to_model_units(c.target_return, c.target_return_units, lo, hi, scale.get("horizon"))
 
 
 def _run_episodes(

@@ -4,7 +4,9 @@ The one home of the rule every caller uses when no target is given (``sim_contro
 evaluator's MTM and MLP policies, finetuning's before/after scores, the report): the bottom of
 the range plus ``fraction`` of its width, in the model's return units, read from the
 checkpoint metadata's ``return_stats``. ``fraction`` 1.0 (the default) is the top of the range,
-the best return seen in training. Torch-free, so the controller can use it.
+the best return seen in training. Also the one conversion of a target given in other units
+(:func:`to_model_units`), used by the node and by ``sim_control --target-return-units``.
+Torch-free, so the controller can use it.
 """
 
 from __future__ import annotations
@@ -28,3 +30,18 @@ def default_return_target(
         lo, hi = float(stats["return_min"]), float(stats["return_max"])
         return lo + fraction * (hi - lo)
     return None
+
+
+def to_model_units(
+    value: float, units: str, return_min: float, return_max: float, horizon: int | None
+) -> float:
+    """A return target in ``units`` -> the model's units: ``model`` as is, ``normalized`` (0 the
+    bottom, 1 the top of the training range ``[return_min, return_max]``), ``episode_return`` (a
+    whole episode's return; models trained on returns averaged over ``horizon`` steps)."""
+    if units == "model":
+        return value
+    if units == "normalized":
+        return return_min + value * (return_max - return_min if return_max > return_min else 1.0)
+    if units == "episode_return" and horizon:
+        return value / horizon
+    raise ValueError(f"return target units {units!r} cannot be converted for this model")

@@ -104,10 +104,7 @@ def main(argv: list[str] | None = None) -> int:
     summary = write_run_dir(result, run_dir)
     if args.video and result.episodes:
         say(f"video: {args.video} ({_render_video(config.task, result, args.video)} frames)")
-    say(
-        f"model {result.model.get('model_id')} ({result.model.get('backend')}); "
-        f"target return {config.controller.target_return}"
-    )
+    say(f"model {result.model.get('model_id')} ({result.model.get('backend')}); {_target(result)}")
     calibrated_for = check_task(args.calibration, config.task).model_id if args.calibration else ""
     if calibrated_for and calibrated_for != result.model.get("model_id"):
         say(f"warning: {args.calibration} was calibrated on model {calibrated_for}")
@@ -123,6 +120,19 @@ def main(argv: list[str] | None = None) -> int:
     if result.recording_error:  # the run directory is written; the recording is not complete
         raise MTMRobotError(f"--record: {result.recording_error}")
     return 0
+
+
+def _target(result: SessionResult) -> str:
+    """The return target in the units the user gave it, with the model's units alongside."""
+    target = result.return_target
+    if not target:
+        return "no return target (the mode takes none)"
+    if target["given"] is None:
+        return f"target return {target['model']} model units (the default rule)"
+    if target["units"] == "model":
+        return f"target return {target['given']:g} model units"
+    given, units, model = target["given"], target["units"], target["model"]
+    return f"target return {given:g} ({units}) = {model:.4g} model units"
 
 
 def _render_video(task: str, result: SessionResult, path: Path) -> int:

@@ -15,6 +15,7 @@ import numpy as np
 from mtm_robot.data.normalize import Normalizer
 from mtm_robot.inference import Context, Prediction
 from mtm_robot.model.mtm import DataSpec
+from mtm_robot.return_target import to_model_units
 from mtm_robot_client import protocol as wire
 from mtm_robot_client.modes import ARRAYS, DEFAULT_MODE, HISTORY_ARRAYS, MODES, RETURN_UNITS
 
@@ -82,11 +83,8 @@ class ReturnScale:
                 f"return_target_units '{units}' unavailable for this model: {why}; "
                 f"units served: {self.units}",
             )
-        assert self.return_min is not None
-        if units == "normalized":
-            return self.return_min + value * _width(self.return_min, self.return_max)
-        assert self.horizon is not None
-        return value / self.horizon
+        assert self.return_min is not None and self.return_max is not None
+        return to_model_units(value, units, self.return_min, self.return_max, self.horizon)
 
     def accepted(self) -> dict[str, list[float]]:
         """The accepted return-target range in each unit (empty: no training range known)."""

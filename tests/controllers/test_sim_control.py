@@ -15,7 +15,7 @@ import numpy as np
 import pytest
 
 from controllers.loop import Controller, ControllerConfig
-from controllers.session import SessionConfig, run_session
+from controllers.session import SessionConfig, model_target, run_session
 from mtm_robot.data.episodes import Episode, load_episode, save_episode
 from mtm_robot.data.normalize import Normalizer
 from mtm_robot.errors import MTMRobotError, SpecMismatchError
@@ -72,6 +72,10 @@ def test_main_job_lockstep_json_summary_and_run_dir(walker_checkpoint, tmp_path)
         str(tmp_path / "rec"),
         "--video",
         str(tmp_path / "first.gif"),
+        "--target-return",
+        "0.25",
+        "--target-return-units",
+        "normalized",
         "--json",
     ]
     env = {**os.environ, "MUJOCO_GL": "egl"}
@@ -88,7 +92,14 @@ def test_main_job_lockstep_json_summary_and_run_dir(walker_checkpoint, tmp_path)
     run = tmp_path / "run"
     for name in ("config.yaml", "summary.json", "session.png", "telemetry_000.npz", "node.log"):
         assert (run / name).is_file(), name
-    assert "target_return: 0.9" in (run / "config.yaml").read_text()
+    # the target as given (a quarter up the training returns [0.1, 0.9]) and as sent
+    target = summary["return_target"]
+    assert (target["given"], target["units"]) == (0.25, "normalized")
+    assert target["model"] == pytest.approx(0.3)
+    assert "target return 0.25 (normalized) = 0.3 model units" in result.stderr
+    resolved = (run / "config.yaml").read_text()
+    assert "target_return: 0.25\ntarget_return_units: normalized" in resolved
+    assert "  target_return: 0.30000" in resolved  # the controller's, in model units
     episode = load_episode(tmp_path / "rec" / "episode_000001.npz")
     assert episode.actions is not None and episode.actions.shape == (30, 6)
     assert episode.meta["policy_id"] == "tiny-walker"
@@ -129,6 +140,21 @@ def test_ctrl_c_writes_a_partial_summary(walker_checkpoint, tmp_path):
     assert all(e["ticks"] == 20 for e in summary["per_episode"])  # finished episodes only
     assert json.loads(out)["episodes"] == summary["episodes"]
     assert f"interrupted after {summary['episodes']} of 1000 episodes" in err
+
+
+def test_a_target_in_episode_return_units_is_converted_by_the_models_horizon():
+    scale = {"units": ["model", "normalized", "episode_return"], "training_range": [0.1, 0.9],
+             "horizon": 1000}  # fmt: skip
+    given = SessionConfig(target_return=850.0, target_return_units="episode_return")
+    assert model_target(given, {"return_target": scale}) == pytest.approx(0.85)
+    given.target_return_units = "model"
+    assert model_target(given, {"return_target": scale}) == 850.0
+    no_horizon = {"model_id": "m", "return_target": {**scale, "units": ["model", "normalized"]}}
+    given.target_return_units = "episode_return"
+    with pytest.raises(MTMRobotError, match="'episode_return': model 'm' converts only"):
+        model_target(given, no_horizon)
+    with pytest.raises(ValueError, match="target_return_units"):
+        SessionConfig(target_return_units="percent")
 
 
 def test_bad_inputs_fail_before_the_loop(tmp_path, walker_checkpoint):
