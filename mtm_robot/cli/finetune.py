@@ -32,7 +32,7 @@ import tyro
 
 os.environ.setdefault("MUJOCO_GL", "egl")
 
-from mtm_robot.cli import check_output_dir, run
+from mtm_robot.cli import check_output_dir, run, run_directory
 from mtm_robot.cli.settings import Overrides, parse_command
 from mtm_robot.config import apply_overrides, at_least, from_dict, positive
 from mtm_robot.data.importers import add_data_arguments, load_data_arguments
@@ -109,6 +109,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
     check_output_dir(args.out, "--out")
+    from mtm_robot.cli.train import run_trainer
     from mtm_robot.training.checkpoint import resolve_checkpoint_path, verify_checkpoint
     from mtm_robot.training.train import TrainConfig, Trainer  # torch: after the arguments
 
@@ -140,10 +141,13 @@ def main(argv: list[str] | None = None) -> int:
         "from_model_id": meta.get("model_id"),
     }
     start = time.perf_counter()
-    trainer = Trainer(config, episodes, args.out, provenance, init_from=source)
-    if trainer.resumed_from is not None:
-        print(f"resumed from step {trainer.step} ({trainer.resumed_from})", flush=True)
-    metrics = trainer.run(progress=args.progress)
+    with run_directory(args.out):  # gone again if finetuning cannot start
+        trainer = Trainer(config, episodes, args.out, provenance, init_from=source)
+        if trainer.resumed_from is not None:
+            print(f"resumed from step {trainer.step} ({trainer.resumed_from})", flush=True)
+        metrics = run_trainer(trainer, args.progress)  # None: Ctrl-C, a checkpoint saved
+    if metrics is None:
+        return 130
     latest = (args.out / "checkpoints" / "latest").resolve()
     print(f"finetuned {config.steps} steps in {time.perf_counter() - start:.0f} s: {latest}")
     for key, value in metrics.items():

@@ -111,7 +111,7 @@ def _train(
     from mtm_robot.training.train import Trainer
 
     if isinstance(config, BaselineConfig):
-        metrics = train_baseline(
+        return train_baseline(
             args.baseline, config, episodes, args.out, provenance, progress=not args.no_progress
         )
     else:
@@ -126,29 +126,29 @@ def _train(
         print(f"task: {trainer.task or '(none: the data name no single task; pass --task)'}")
         if trainer.resumed_from is not None:
             print(f"resumed from step {trainer.step} ({trainer.resumed_from})")
-        try:
-            metrics = trainer.run(progress=not args.no_progress)
-        except KeyboardInterrupt:
-            _save_interrupted(trainer)
-            return None
-        finally:
-            trainer.close()
-    return metrics
+        return run_trainer(trainer, progress=not args.no_progress)
 
 
-def _save_interrupted(trainer: Trainer) -> None:
-    """Ctrl-C: a checkpoint at the step reached (metrics.jsonl is written line by line)."""
+def run_trainer(trainer: Trainer, progress: bool) -> dict[str, float] | None:
+    """``trainer.run()``; after Ctrl-C a checkpoint at the step reached (metrics.jsonl is
+    written line by line), a line saying so on stderr, and None (mtm-train, mtm-finetune)."""
     import torch
 
-    if trainer.rank != 0:
-        return
-    finite = all(bool(torch.isfinite(p).all()) for p in trainer.model.parameters())
-    saved = trainer.save() if trainer.step > 0 and finite else None
-    where = f"checkpoint {saved}" if saved else "no checkpoint written"
-    print(
-        f"\ninterrupted at step {trainer.step} ({where}); rerun the same command to resume",
-        file=sys.stderr,
-    )
+    try:
+        return trainer.run(progress=progress)
+    except KeyboardInterrupt:
+        if trainer.rank != 0:
+            return None
+        finite = all(bool(torch.isfinite(p).all()) for p in trainer.model.parameters())
+        saved = trainer.save() if trainer.step > 0 and finite else None
+        where = f"checkpoint {saved}" if saved else "no checkpoint written"
+        print(
+            f"\ninterrupted at step {trainer.step} ({where}); rerun the same command to resume",
+            file=sys.stderr,
+        )
+        return None
+    finally:
+        trainer.close()
 
 
 def entry() -> NoReturn:
