@@ -135,6 +135,14 @@ def _minari_library() -> Any:
     return minari
 
 
+def _minari_task(env_id: str | None) -> str:
+    """The task of a Minari dataset's environment: ``mtm_robot/walker-walk-v0`` (our gymnasium
+    ids, ``sim.gym_ids``) -> ``walker-walk``; any other id as it is (``Hopper-v5``); "" if none."""
+    if env_id and env_id.startswith("mtm_robot/") and env_id.endswith("-v0"):
+        return env_id[len("mtm_robot/") : -len("-v0")]
+    return env_id or ""
+
+
 def load_minari_dataset(dataset: str | Path) -> list[Episode]:
     """A Minari dataset through the ``minari`` library: an id (``namespace/name-v0``, looked up
     in ``MINARI_DATASETS_PATH``, never downloaded) or a dataset folder (with ``data/``).
@@ -164,6 +172,7 @@ def load_minari_dataset(dataset: str | Path) -> list[Episode]:
             raise DataError(f"{name}: dict observations are not supported; flatten them first")
         T = len(episode.actions)
         meta = {
+            "task": _minari_task(env_id),  # what a checkpoint trained on it records
             "source": f"minari:{name}",
             "minari_env_id": env_id,
             "terminated": bool(episode.terminations[-1]),

@@ -61,6 +61,7 @@ def test_a_local_minari_dataset_loads_by_id(minari_root):
         np.testing.assert_allclose(ep.rewards, expected["rewards"], rtol=1e-6)
         assert ep.meta["truncated"] and not ep.meta["terminated"]
         assert ep.meta["minari_env_id"] == "Pendulum-v1"
+        assert ep.meta["task"] == "Pendulum-v1"  # a checkpoint trained on it records the task
     folder = minari_root / "test" / "pendulum-random-v0"
     by_folder = load_source(folder)  # the dataset folder goes through the library too
     np.testing.assert_array_equal(by_folder[2].states, episodes[2].states)
