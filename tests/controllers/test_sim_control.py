@@ -109,17 +109,19 @@ def test_main_job_lockstep_json_summary_and_run_dir(walker_checkpoint, tmp_path)
 @pytest.mark.slow
 @pytest.mark.timeout(180)
 def test_ctrl_c_writes_a_partial_summary(walker_checkpoint, tmp_path):
-    """SIGINT during episode 2 or later: exit 130, summary.json with the finished episodes and
-    ended_by interrupted, the JSON summary still on stdout."""
+    """Ctrl-C (SIGINT to the process group: the command and its node) after the first
+    episode: exit 130, summary.json with the finished episodes and ended_by interrupted, the
+    JSON summary still on stdout."""
     cmd = [
         sys.executable, str(ROOT / "launch/sim_control.py"), "--task", "walker", "--checkpoint",
         str(walker_checkpoint), "--episodes", "1000", "--lockstep", "--max-steps", "20",
         "--out", str(tmp_path / "run"), "--json",
     ]  # fmt: skip
     env = {**os.environ, "MUJOCO_GL": "egl"}
-    proc = subprocess.Popen(
-        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env
-    )
+    proc = subprocess.Popen(  # its own process group: Ctrl-C in a terminal signals the group
+        cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT, env=env,
+        start_new_session=True,
+    )  # fmt: skip
     try:
         assert proc.stderr is not None
         for line in proc.stderr:  # wait until the first episode has finished
@@ -127,7 +129,7 @@ def test_ctrl_c_writes_a_partial_summary(walker_checkpoint, tmp_path):
                 break
         else:
             pytest.fail(f"no episode line; exit {proc.wait()}")
-        proc.send_signal(signal.SIGINT)
+        os.killpg(proc.pid, signal.SIGINT)  # the command and its node, as Ctrl-C does
         out, err = proc.communicate(timeout=120)
     finally:
         proc.kill()
