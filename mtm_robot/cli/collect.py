@@ -105,10 +105,31 @@ def main(argv: list[str] | None = None) -> int:
         )
     # never mix two collections in one folder, and delete nothing until the new one is complete:
     # it is written beside --out and swapped in at the end (a failure leaves --out as it was)
+    interrupted = False
     with atomic.staged_dir(out) as staging:
         _keep_other_files(out, staging)
-        _collect(args, task, staging, out)
-    return 0
+        try:
+            _collect(args, task, staging, out)
+        except KeyboardInterrupt:
+            interrupted = True
+            _keep_interrupted(staging, out, args.episodes, replacing=bool(existing))
+    return 130 if interrupted else 0
+
+
+def _keep_interrupted(staging: Path, out: Path, asked: int, replacing: bool) -> None:
+    """Ctrl-C: the complete episodes become --out (no summary.json), unless they would replace
+    an existing store (--overwrite), which then stays whole; raises to discard them."""
+    for stray in staging.glob(".episode_*.tmp"):  # a worker stopped mid-write
+        stray.unlink(missing_ok=True)
+    done = len(list(staging.glob("episode_*.npz")))
+    if replacing or not done:
+        kept = "the store already there is kept" if replacing else "nothing kept"
+        print(f"\ninterrupted: {done} of {asked} episodes collected; {kept}", file=sys.stderr)
+        raise KeyboardInterrupt
+    print(
+        f"\ninterrupted: the {done} complete episodes of {asked} kept in {out} (no summary.json)",
+        file=sys.stderr,
+    )
 
 
 def _keep_other_files(old: Path, new: Path) -> None:
