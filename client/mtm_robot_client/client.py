@@ -156,6 +156,7 @@ class NodeClient:
         self.late_replies = 0  # replies to requests no longer outstanding (dropped)
         self.bad_replies = 0  # replies that failed to decode (dropped)
         self.reconnects = 0
+        self._poller = zmq.Poller()  # one for the socket's lifetime, not one per wait
         self._socket = self._connect()
 
     # -- connection -----------------------------------------------------------------------------
@@ -172,6 +173,8 @@ class NodeClient:
         if self.curve is not None:
             self.curve.apply(socket)
         socket.connect(self.endpoint)
+        self._poller = zmq.Poller()
+        self._poller.register(socket, zmq.POLLIN)
         return socket
 
     def reconnect(self) -> None:
@@ -213,13 +216,18 @@ class NodeClient:
         up to ``wait_ms`` (default: not at all) and then raises :class:`NodeTimeoutError`.
         """
         rid = next(self._ids)
-        frames = wire.encode({**header, "id": rid}, arrays)
-        if wait_ms > 0 and not self.connected(wait_ms):
-            raise NodeTimeoutError(f"no connection to {self.endpoint} within {wait_ms:g} ms")
-        try:
-            self._socket.send_multipart([b"", *frames], zmq.NOBLOCK)
+        frames = [b"", *wire.encode({**header, "id": rid}, arrays)]
+        try:  # connected (the usual case): no wait, no poll
+            self._socket.send_multipart(frames, zmq.NOBLOCK)
         except zmq.Again as exc:
-            raise NodeTimeoutError(f"no connection to {self.endpoint}: request not sent") from exc
+            if wait_ms <= 0 or not self.connected(wait_ms):
+                raise NodeTimeoutError(
+                    f"no connection to {self.endpoint} within {wait_ms:g} ms: request not sent"
+                ) from exc
+            try:
+                self._socket.send_multipart(frames, zmq.NOBLOCK)
+            except zmq.Again as again:
+                raise NodeTimeoutError(f"no connection to {self.endpoint}") from again
         self._pending.add(rid)
         return rid
 
@@ -235,15 +243,19 @@ class NodeClient:
             return self._ready.pop(request_id)
         if request_id not in self._pending:
             raise KeyError(f"request {request_id} is not outstanding")
+        if self._receive_available() and request_id in self._ready:  # already here: no wait
+            self._pending.discard(request_id)
+            return self._ready.pop(request_id)
         deadline = time.monotonic() + timeout_ms / 1e3
+        remaining_ms = timeout_ms
         while True:
-            remaining_ms = max(0.0, (deadline - time.monotonic()) * 1e3)
-            if not self._socket.poll(int(remaining_ms + 0.999), zmq.POLLIN):
+            if not self._poller.poll(int(remaining_ms + 0.999)):
                 return None
             self._receive_available()
             if request_id in self._ready:
                 self._pending.discard(request_id)
                 return self._ready.pop(request_id)
+            remaining_ms = (deadline - time.monotonic()) * 1e3  # another request's reply woke us
             if remaining_ms <= 0:
                 return None
 
@@ -256,12 +268,12 @@ class NodeClient:
     def outstanding(self) -> int:
         return len(self._pending)
 
-    def _receive_available(self) -> None:
-        while True:
-            try:
-                frames = self._socket.recv_multipart(zmq.NOBLOCK)
-            except zmq.Again:
-                return
+    def _receive_available(self) -> bool:
+        """Take every reply already received; whether there was any."""
+        socket, received = self._socket, False
+        while int(socket.get(zmq.EVENTS)) & zmq.POLLIN:  # no zmq.Again per empty read
+            frames = socket.recv_multipart(zmq.NOBLOCK)
+            received = True
             try:
                 message = wire.decode_frames(frames, MAX_REPLY_BYTES)
             except ProtocolError as exc:
@@ -273,6 +285,7 @@ class NodeClient:
                 self._ready[rid] = Reply(message.header, message.arrays, time.monotonic())
             else:
                 self.late_replies += 1
+        return received
 
     # -- blocking calls ---------------------------------------------------------------------------
     def call(

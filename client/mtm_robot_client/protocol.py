@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import math
 import sys
+import threading
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from importlib import resources
@@ -161,12 +162,51 @@ def readable_id(value: Any) -> int | str | None:
     return None
 
 
-def _parse_header(frame: bytes) -> Any:
-    """JSON text -> value; ``NaN``/``Infinity`` literals become floats for :func:`_non_finite`."""
+class _NumberWatch(threading.local):
+    """Set by the JSON decoder's number hooks when a number may not be finite (per thread)."""
+
+    suspect = False
+
+
+_WATCH = _NumberWatch()
+_INFINITIES = (math.inf, -math.inf)
+_MAX_FINITE_INT_DIGITS = 300  # a longer int literal may exceed a double: check it exactly
+
+
+def _float_literal(text: str) -> float:
+    value = float(text)
+    if value in _INFINITIES:  # 1e400
+        _WATCH.suspect = True
+    return value
+
+
+def _int_literal(text: str) -> int:
+    if len(text) > _MAX_FINITE_INT_DIGITS:
+        _WATCH.suspect = True
+    return int(text)
+
+
+def _constant_literal(text: str) -> float:
+    _WATCH.suspect = True  # NaN, Infinity, -Infinity
+    return float(text)
+
+
+#: One decoder for every header: its hooks flag a number that may not be finite while
+#: parsing, so the path-naming walk (:func:`_non_finite`) runs only on such a header.
+_DECODER = json.JSONDecoder(
+    parse_float=_float_literal, parse_int=_int_literal, parse_constant=_constant_literal
+)
+
+
+def _parse_header(frame: bytes) -> tuple[Any, bool]:
+    """JSON text -> (value, whether a number in it may not be finite); ``NaN``/``Infinity``
+    literals become floats for :func:`_non_finite`."""
+    _WATCH.suspect = False
     try:
-        return json.loads(bytes(frame).decode("utf-8"), parse_constant=float)
+        value = _DECODER.decode(bytes(frame).decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
         raise ProtocolError(BAD_MESSAGE, f"header is not UTF-8 JSON: {exc}") from exc
+    return value, _WATCH.suspect
 
 
 def _non_finite(header: dict[str, Any]) -> str | None:
@@ -264,11 +304,11 @@ def decode(
             TOO_LARGE, f"message is {total} bytes; the cap is {max_message_bytes}"
         )
         try:
-            header: Any = _parse_header(body[0])
+            header: Any = _parse_header(body[0])[0]
         except ProtocolError:
             header = None
         raise _with_request(too_large, header)
-    header = _parse_header(body[0])
+    header, suspect = _parse_header(body[0])
     if not isinstance(header, dict):
         raise ProtocolError(BAD_MESSAGE, "header: expected a JSON object")
     try:
@@ -286,7 +326,7 @@ def decode(
                 f"header.id: expected an integer with |id| < 2**53 or a string of at most "
                 f"{MAX_ID_CHARS} characters, got {type(rid).__name__} {str(rid)[:40]}",
             )
-        where = _non_finite(header)
+        where = _non_finite(header) if suspect else None
         if where is not None:
             raise ProtocolError(NOT_FINITE, f"{where}: numbers must be finite (and fit a double)")
         if not isinstance(header.get("type"), str):

@@ -5,6 +5,10 @@ thread takes the oldest job, then gathers more for at most ``max_wait_us`` after
 queued, up to ``max_batch``; jobs whose deadline has passed get an ``expired`` outcome without
 running; the rest run as one :meth:`Predictor.predict_batch` (which mixes modes and context
 lengths in one fixed-shape forward). Outcomes go to a ``deliver`` callback on that thread.
+
+:meth:`Batcher.run_inline` lets the receive loop run a lone job itself when the inference
+thread is idle and nothing is queued (no hand-off between threads for a single client); one
+lock keeps the two from ever running the engine at the same time.
 """
 
 from __future__ import annotations
@@ -73,6 +77,7 @@ class Batcher:
         self.max_wait_s = max_wait_us * 1e-6
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=max_queue)
         self._before_start = before_start
+        self._running = threading.Lock()  # held while a batch runs, on either thread
         self._thread = threading.Thread(target=self._run, name="mtm-inference", daemon=True)
 
     def start(self) -> None:
@@ -84,6 +89,17 @@ class Batcher:
             self._queue.put_nowait(job)
         except queue.Full:
             return False
+        return True
+
+    def run_inline(self, job: Job, deliver: Deliver) -> bool:
+        """Run ``job`` now on the calling thread, as a batch of one, if the inference thread is
+        idle and nothing is queued; False (nothing done) otherwise: then submit it."""
+        if not self._queue.empty() or not self._running.acquire(blocking=False):
+            return False
+        try:
+            self._run_batch([job], deliver)
+        finally:
+            self._running.release()
         return True
 
     @property
@@ -120,18 +136,19 @@ class Batcher:
                     stop = True
                     break
                 batch.append(item)
-            self._run_batch(batch)
+            with self._running:
+                self._run_batch(batch, self._deliver)
             if stop:
                 return
 
-    def _run_batch(self, batch: list[Job]) -> None:
+    def _run_batch(self, batch: list[Job], deliver: Deliver) -> None:
         start = time.monotonic()
         live = []
         for job in batch:
             if job.deadline is not None and start > job.deadline:
                 late_ms = (start - job.deadline) * 1e3
                 message = f"deadline passed {late_ms:.3f} ms before it ran"
-                self._finish(job, Outcome(code=wire.EXPIRED, message=message))
+                self._finish(job, Outcome(code=wire.EXPIRED, message=message), deliver)
             else:
                 live.append(job)
         if not live:
@@ -149,7 +166,7 @@ class Batcher:
                 batch=len(live),
             )
             self._stats.record("queue", start - job.queued)
-            self._finish(job, outcome)
+            self._finish(job, outcome, deliver)
 
     def _predict(self, engine: Engine, jobs: list[Job]) -> list[Outcome]:
         try:
@@ -173,9 +190,9 @@ class Batcher:
         log.warning("refusing a reply: %s", message)
         return Outcome(code=wire.NOT_FINITE, message=message)
 
-    def _finish(self, job: Job, outcome: Outcome) -> None:
+    def _finish(self, job: Job, outcome: Outcome, deliver: Deliver) -> None:
         try:
-            self._deliver(job, outcome)
+            deliver(job, outcome)
         except Exception as exc:  # still answer: a client waiting on this id must not hang
             log.exception("delivering the reply to request %r failed", job.request_id)
             if outcome.prediction is None and outcome.code == wire.INTERNAL:
@@ -184,6 +201,6 @@ class Batcher:
                 model_id=outcome.model_id, code=wire.INTERNAL, message=type(exc).__name__
             )
             try:
-                self._deliver(job, failed)
+                deliver(job, failed)
             except Exception:
                 log.exception("the internal-error reply to request %r failed too", job.request_id)

@@ -74,6 +74,9 @@ class ServeConfig:
     backend: BackendConfig = field(default_factory=BackendConfig)
     max_wait_us: int = 0
     """how long a batch waits for more after its first request (0: greedy)"""
+    inline_lone_requests: bool = True
+    """run a lone act request on the receive thread when nothing else is queued or running
+    (no thread hand-off at batch 1; concurrent requests still go to the batcher together)"""
     max_queue: int = 4096
     """queued act requests beyond which the node answers "overloaded\""""
     max_message_bytes: int = wire.DEFAULT_MAX_MESSAGE_BYTES

@@ -166,7 +166,9 @@ def _rows(arrays: dict[str, np.ndarray], name: str, dim: int, min_rows: int) -> 
 
 def _check_float32(arrays: dict[str, np.ndarray]) -> None:
     for name, x in arrays.items():
-        if x.dtype == np.float64 and x.size and float(np.abs(x).max()) > FLOAT32_MAX:
+        if x.dtype == np.float64 and x.size and not float(np.abs(x).max()) <= FLOAT32_MAX:
+            if not np.isfinite(x).all():
+                raise _fail(wire.NOT_FINITE, f"{name}: contains NaN or infinity")
             raise _fail(
                 wire.OUT_OF_RANGE,
                 f"{name}: {float(np.abs(x).max()):.3g} overflows float32 (the model runs in "
@@ -174,23 +176,53 @@ def _check_float32(arrays: dict[str, np.ndarray]) -> None:
             )
 
 
-def _normalized_extreme(value: np.ndarray, modality: str, normalizer: Normalizer) -> float:
-    """Largest |x - mean| / std of ``value`` (float64: no overflow)."""
-    if value.size == 0 or modality not in normalizer.mean:
-        return 0.0
-    mean = normalizer.mean[modality].astype(np.float64)
-    std = normalizer.std[modality].astype(np.float64)
-    return float(np.abs((np.asarray(value, dtype=np.float64) - mean) / std).max())
+_SCALES: dict[int, tuple[Normalizer, dict[str, tuple[np.ndarray, np.ndarray]]]] = {}
 
 
-def _check_normalized(name: str, value: Any, modality: str, normalizer: Normalizer) -> None:
-    z = _normalized_extreme(np.asarray(value), modality, normalizer)
-    if z > MAX_NORMALIZED:
-        raise _fail(
-            wire.OUT_OF_RANGE,
-            f"{name}: a value lies {z:.3g} training standard deviations from the training "
-            f"mean (limit {MAX_NORMALIZED:g}); check its units and scaling",
-        )
+def _scales(normalizer: Normalizer) -> dict[str, tuple[np.ndarray, np.ndarray]]:
+    """Per modality (mean, 1 / std) in float64, computed once per normaliser."""
+    cached = _SCALES.get(id(normalizer))
+    if cached is None or cached[0] is not normalizer:
+        if len(_SCALES) > 8:  # a node holds one or two (a reload): never grows
+            _SCALES.clear()
+        scales = {
+            name: (
+                np.asarray(normalizer.mean[name], dtype=np.float64),
+                1.0 / np.asarray(normalizer.std[name], dtype=np.float64),
+            )
+            for name in normalizer.mean
+        }
+        cached = _SCALES[id(normalizer)] = (normalizer, scales)
+    return cached[1]
+
+
+def _check_values(name: str, value: Any, modality: str, normalizer: Normalizer | None) -> None:
+    """One pass over ``value``: finite (``not_finite``) and, with ``normalizer``, within
+    ``MAX_NORMALIZED`` training standard deviations of the training mean (``out_of_range``).
+
+    ``|x - mean| / std`` in float64 (no overflow) is NaN or infinite for a non-finite value, so
+    one comparison refuses both; only a refused value is looked at again, to name the fault.
+    """
+    value = np.asarray(value)
+    if value.size == 0:
+        return
+    scale = None if normalizer is None else _scales(normalizer).get(modality)
+    if scale is None:
+        if not np.isfinite(value).all():
+            raise _fail(wire.NOT_FINITE, f"{name}: contains NaN or infinity")
+        return
+    mean, inv_std = scale
+    with np.errstate(over="ignore", invalid="ignore"):
+        z = float(np.abs((value - mean) * inv_std).max())
+    if z <= MAX_NORMALIZED:
+        return
+    if not np.isfinite(value).all():
+        raise _fail(wire.NOT_FINITE, f"{name}: contains NaN or infinity")
+    raise _fail(
+        wire.OUT_OF_RANGE,
+        f"{name}: a value lies {z:.3g} training standard deviations from the training "
+        f"mean (limit {MAX_NORMALIZED:g}); check its units and scaling",
+    )
 
 
 def context_from_message(
@@ -202,8 +234,10 @@ def context_from_message(
 ) -> Context:
     """Build and check the context of an ``act`` request; raises ``ProtocolError``.
 
-    With ``normalizer``, every value whose normalised magnitude exceeds ``MAX_NORMALIZED`` is
-    refused (``out_of_range``); float64 values past float32 always are. With ``returns``, the
+    Every array value must be finite (``not_finite``; the node decodes with
+    ``check_finite=False`` and relies on this); with ``normalizer``, every value whose
+    normalised magnitude exceeds ``MAX_NORMALIZED`` is refused (``out_of_range``); float64
+    values past float32 always are. With ``returns``, the
     return target may be given in any of its units and must lie in its accepted range.
     """
     header, arrays = message.header, message.arrays
@@ -253,16 +287,14 @@ def context_from_message(
         scale = returns or ReturnScale()
         model_target = scale.to_model(float(target), units)
         scale.check(model_target, float(target), units)
-        if normalizer is not None:
-            _check_normalized("return_target", model_target, "returns", normalizer)
+        _check_values("return_target", model_target, "returns", normalizer)
         context.return_target = model_target
     else:
         for name in ("return_target", "return_target_units"):
             if name in header:
                 raise _fail(wire.BAD_REQUEST, f"mode {mode} takes no {name}")
-    if normalizer is not None:
-        for name in arrays:
-            _check_normalized(name, arrays[name], ARRAYS[name].modality, normalizer)
+    for name, value in arrays.items():  # the node decodes without a finiteness pass: here
+        _check_values(name, value, ARRAYS[name].modality, normalizer)
     return context
 
 

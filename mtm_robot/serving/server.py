@@ -4,9 +4,16 @@ Threads:
 
 * the **receive loop** (the thread that calls :meth:`InferenceNode.serve_forever`) owns the
   ROUTER socket. It decodes and checks every message, answers ``metadata``, ``health``,
-  ``stats`` and every error itself, and enqueues ``act`` requests; it never waits on
-  inference. Replies produced elsewhere reach it over an ``inproc`` PUSH/PULL pair, because a
-  ZeroMQ socket must only be used by one thread.
+  ``stats`` and every error itself, and enqueues ``act`` requests. Replies produced elsewhere
+  reach it over an ``inproc`` PUSH/PULL pair, because a ZeroMQ socket must only be used by
+  one thread.
+* **a lone request runs inline** (``inline_lone_requests``): when one pass over the socket
+  yields a single ``act`` request, nothing is queued and the inference thread is idle, the
+  receive loop runs it as a batch of one itself and sends the reply: no hand-off to another
+  thread and back, which is what a single robot's controller sees every tick. When a pass
+  yields two or more, they all go to the batcher at once, and while any batch runs every new
+  request does too, so concurrent clients are still batched together. The price: while an
+  inline forward runs (one batch-1 forward), the loop reads nothing.
 * the **inference thread** (:class:`~mtm_robot.serving.batcher.Batcher`) warms the engine up
   (``health`` says ready afterwards), then runs batches and encodes their replies.
 * a **reload thread**, while a ``reload`` runs: loads and warms the new checkpoint, then swaps
@@ -171,20 +178,35 @@ class InferenceNode:
         poller = zmq.Poller()
         poller.register(self._router, zmq.POLLIN)
         poller.register(self._results, zmq.POLLIN)
+        inline = self.config.inline_lone_requests
         while not self._stop.is_set():
             events = dict(poller.poll(100))
             if self._results in events:
                 self._forward_results()
             if self._router in events:
+                lone: Job | None = None  # the pass's only act request so far
                 for _ in range(256):
                     try:
                         frames = self._router.recv_multipart(zmq.NOBLOCK)
                     except zmq.Again:
                         break
                     try:
-                        self._handle(frames)
+                        job = self._handle(frames)
                     except Exception:  # even a failed error reply must not end the loop
                         log.exception("a message could not be answered; dropped")
+                        continue
+                    if job is None:
+                        continue
+                    if inline and lone is None:
+                        lone = job
+                        continue
+                    if lone is not None:  # a second one: both to the batcher, at once
+                        self._submit(lone)
+                        lone, inline = None, False
+                    self._submit(job)
+                inline = self.config.inline_lone_requests
+                if lone is not None and not self._batcher.run_inline(lone, self._deliver_inline):
+                    self._submit(lone)
             with self._lock:
                 pending, self._pending_reload = self._pending_reload, None
             if pending is not None:
@@ -219,20 +241,26 @@ class InferenceNode:
         if envelope:
             self._reply(envelope, wire.error_header(rid, rtype, code, message))
 
-    def _handle(self, frames: list[bytes]) -> None:
-        """Answer one message; whatever it holds, the receive loop goes on (errors are replies)."""
+    def _submit(self, job: Job) -> None:
+        if not self._batcher.submit(job):
+            message = f"{self.config.max_queue} requests already queued"
+            self._error(job.envelope, job.request_id, "act", wire.OVERLOADED, message)
+
+    def _handle(self, frames: list[bytes]) -> Job | None:
+        """Answer one message, or return the job of a checked ``act`` request for the caller
+        to run or queue; whatever it holds, the receive loop goes on (errors are replies)."""
         received = time.monotonic()
         self.stats.count("requests")
         envelope, body = wire.split_envelope(frames)
-        try:
-            message = wire.decode(body, self.config.max_message_bytes)
+        try:  # array values are checked once, with their range, in context_from_message
+            message = wire.decode(body, self.config.max_message_bytes, check_finite=False)
         except wire.ProtocolError as exc:
             self._error(envelope, exc.request_id, exc.request_type, exc.code, exc.message)
-            return
+            return None
         except Exception as exc:  # the codec's own bug: answer it and keep serving
             log.exception("decoding a message failed")
             self._error(envelope, None, "", wire.INTERNAL, f"{type(exc).__name__}")
-            return
+            return None
         rid = message.request_id
         assert rid is not None  # decode checked it
         try:
@@ -242,7 +270,7 @@ class InferenceNode:
                     f"{message.type} requests carry no arrays, got {sorted(message.arrays)}",
                 )
             if message.type == "act":
-                self._handle_act(message, envelope, received)
+                return self._handle_act(message, envelope, received)
             elif message.type == "metadata":
                 self._ok(envelope, message, body=self._engine.metadata())
             elif message.type == "health":
@@ -263,6 +291,7 @@ class InferenceNode:
         except Exception as exc:  # the node's own bug: answer it and keep serving
             log.exception("handling a %s request failed", message.type[:32])
             self._error(envelope, rid, message.type[:32], wire.INTERNAL, f"{type(exc).__name__}")
+        return None
 
     def _ok(self, envelope: list[bytes], message: wire.Message, body: dict[str, Any]) -> None:
         self._reply(
@@ -285,7 +314,10 @@ class InferenceNode:
             "warmup_s": round(self._engine.warmup_s, 3),
         }
 
-    def _handle_act(self, message: wire.Message, envelope: list[bytes], received: float) -> None:
+    def _handle_act(
+        self, message: wire.Message, envelope: list[bytes], received: float
+    ) -> Job | None:
+        """The checked job of an ``act`` request (None: answered already, expired)."""
         if not self.ready:
             raise wire.ProtocolError(wire.NOT_READY, "the node is still warming up")
         engine = self._engine
@@ -307,12 +339,8 @@ class InferenceNode:
                 message.request_id, "act", wire.EXPIRED, "deadline passed on arrival"
             )
             self._reply(envelope, {**header, "model_id": self.model_id})
-            return
-        job = Job(context, message.request_id, envelope, received, now, deadline)
-        if not self._batcher.submit(job):
-            raise wire.ProtocolError(
-                wire.OVERLOADED, f"{self.config.max_queue} requests already queued"
-            )
+            return None
+        return Job(context, message.request_id, envelope, received, now, deadline)
 
     # -- inference thread -----------------------------------------------------------------------
     def _connect_push(self) -> zmq.Socket:
@@ -334,6 +362,15 @@ class InferenceNode:
     def _deliver(self, job: Job, outcome: Outcome) -> None:
         """Encode one act reply and hand it to the receive loop (inference thread)."""
         assert self._push is not None
+        self._push.send_multipart(self._reply_frames(job, outcome))
+
+    def _deliver_inline(self, job: Job, outcome: Outcome) -> None:
+        """Encode one act reply and send it (receive loop, a job run inline)."""
+        self.stats.count("inline")
+        self._send(self._reply_frames(job, outcome))
+
+    def _reply_frames(self, job: Job, outcome: Outcome) -> list[bytes]:
+        """The frames (envelope first) of an act reply; records the encode stage."""
         start = time.monotonic()
         if outcome.prediction is None:
             if outcome.code == wire.EXPIRED:
@@ -363,7 +400,7 @@ class InferenceNode:
         done = time.monotonic()
         self.stats.record("encode", done - start)
         self.stats.record("server_total", done - job.received)
-        self._push.send_multipart([*job.envelope, b"", *frames])
+        return [*job.envelope, b"", *frames]
 
     # -- reload -------------------------------------------------------------------------------
     def _handle_reload(self, message: wire.Message, envelope: list[bytes]) -> None:
@@ -465,9 +502,11 @@ class InferenceNode:
         if self._router is not None:  # answer what already arrived, then finish the queue
             for _ in range(self.config.max_queue):
                 try:
-                    self._handle(self._router.recv_multipart(zmq.NOBLOCK))
+                    job = self._handle(self._router.recv_multipart(zmq.NOBLOCK))
                 except zmq.Again:
                     break
+                if job is not None:
+                    self._submit(job)
         log.info("shutting down: finishing %d queued requests", self._batcher.depth)
         self._batcher.stop()
         if self._push is not None:

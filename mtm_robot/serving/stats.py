@@ -80,6 +80,7 @@ class ServingStats:
                 "batches",
                 "reloads",
                 "dropped_replies",
+                "inline",
             )
         }
         out["errors"] = errors

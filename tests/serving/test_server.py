@@ -25,7 +25,11 @@ MODES = tuple(MODE_TABLE)  # every mode a request can ask for
 
 
 class GatedForward:
-    """A torch forward that waits for ``gate`` (closed: the inference thread blocks)."""
+    """A torch forward that waits for ``gate`` (closed: the inference thread blocks).
+
+    Tests that queue requests behind a blocked batch start their node with
+    ``inline_lone_requests=False``: a lone request run inline would block the receive loop.
+    """
 
     def __init__(self, path: Path) -> None:
         checkpoint = load_checkpoint(path)
@@ -93,7 +97,7 @@ def test_concurrent_mixed_requests_are_batched_and_each_gets_its_own_answer(
     start_node, connect, checkpoint_a
 ):
     gated = GatedForward(checkpoint_a)
-    node = start_node(engine=gated.engine, max_batch=8)
+    node = start_node(engine=gated.engine, max_batch=8, inline_lone_requests=False)
     client = connect(node.endpoint)
     direct = direct_predictor(checkpoint_a)
     rng = np.random.default_rng(3)
@@ -148,7 +152,7 @@ def test_health_is_not_ready_until_warm_up_ends(start_node, connect, checkpoint_
 
 def test_expired_requests_are_answered_without_running(start_node, connect, checkpoint_a):
     gated = GatedForward(checkpoint_a)
-    node = start_node(engine=gated.engine)
+    node = start_node(engine=gated.engine, inline_lone_requests=False)
     client = connect(node.endpoint)
     ctx = random_context("behavior_cloning", np.random.default_rng(4))
     gated.close()
@@ -171,7 +175,7 @@ def test_expired_requests_are_answered_without_running(start_node, connect, chec
 
 def test_full_queue_answers_overloaded(start_node, connect, checkpoint_a):
     gated = GatedForward(checkpoint_a)
-    node = start_node(engine=gated.engine, max_queue=2)
+    node = start_node(engine=gated.engine, max_queue=2, inline_lone_requests=False)
     client = connect(node.endpoint)
     ctx = random_context("behavior_cloning", np.random.default_rng(5))
     gated.close()
@@ -337,7 +341,9 @@ def test_reload_swaps_models_without_dropping_queued_requests(
     start_node, connect, checkpoint_a, checkpoint_b
 ):
     gated = GatedForward(checkpoint_a)
-    node = start_node(engine=gated.engine, allow_reload=str(checkpoint_b.parent))
+    node = start_node(
+        engine=gated.engine, allow_reload=str(checkpoint_b.parent), inline_lone_requests=False
+    )
     client = connect(node.endpoint, timeout_ms=20_000)
     direct = {"tiny-a": direct_predictor(checkpoint_a), "tiny-b": direct_predictor(checkpoint_b)}
     rng = np.random.default_rng(8)
