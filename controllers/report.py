@@ -83,6 +83,14 @@ def summary_table(result: SessionResult) -> str:
     return "\n".join(lines)
 
 
+def backend_of(model: dict[str, Any]) -> str:
+    """The served model's backend from its node's metadata: ``onnx (cpu)``, ``torch (cuda)``."""
+    backend = model.get("backend")
+    if not isinstance(backend, dict) or not backend.get("name"):
+        return "unknown"
+    return f"{backend['name']} ({backend.get('device', 'cpu')})"
+
+
 def aggregate(result: SessionResult) -> dict[str, Any]:
     returns = np.array([s["return"] for s in result.summaries])
     scores = np.array([s["normalized_score"] for s in result.summaries])
@@ -93,6 +101,7 @@ def aggregate(result: SessionResult) -> dict[str, Any]:
     return {
         "task": result.task,
         "model_id": result.model.get("model_id"),
+        "backend": backend_of(result.model),  # the node's: onnx (cpu), torch (cpu), ...
         "episodes": len(result.summaries),
         "return_mean": float(returns.mean()) if len(returns) else float("nan"),
         "return_std": float(returns.std()) if len(returns) else float("nan"),

@@ -27,7 +27,7 @@ from typing import Annotated, NoReturn
 os.environ.setdefault("MUJOCO_GL", "egl")
 
 from calibration.calibration_file import check_task, session_overrides
-from controllers.report import summary_table, write_run_dir
+from controllers.report import backend_of, summary_table, write_run_dir
 from controllers.session import INTERRUPTED, SessionConfig, SessionResult, run_session
 from mtm_robot.cli import check_output_dir, run, run_directory
 from mtm_robot.cli.settings import SETTINGS, Overrides, parse_command
@@ -104,7 +104,8 @@ def main(argv: list[str] | None = None) -> int:
     summary = write_run_dir(result, run_dir)
     if args.video and result.episodes:
         say(f"video: {args.video} ({_render_video(config.task, result, args.video)} frames)")
-    say(f"model {result.model.get('model_id')} ({result.model.get('backend')}); {_target(result)}")
+    backend = backend_of(result.model)
+    say(f"model {result.model.get('model_id')} on {backend}; {_target(result)}")
     calibrated_for = check_task(args.calibration, config.task).model_id if args.calibration else ""
     if calibrated_for and calibrated_for != result.model.get("model_id"):
         say(f"warning: {args.calibration} was calibrated on model {calibrated_for}")

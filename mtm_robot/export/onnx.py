@@ -11,6 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
+import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -130,3 +134,45 @@ def read_onnx_metadata(path: str | Path) -> dict[str, Any]:
     if "data_spec" in meta:
         meta["data_spec"] = json.loads(meta["data_spec"])
     return meta
+
+
+def onnx_cache_dir() -> Path:
+    """Where exported graphs are kept: ``$MTM_CACHE_DIR/onnx``, else
+    ``$XDG_CACHE_HOME/mtm-robot/onnx``, else ``~/.cache/mtm-robot/onnx`` (never the package)."""
+    if root := os.environ.get("MTM_CACHE_DIR"):
+        return Path(root) / "onnx"
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    return Path(base) / "mtm-robot" / "onnx"
+
+
+def cached_export(checkpoint: Checkpoint, quantize: str = "none") -> Path:
+    """The checkpoint's graph from the user cache (keyed by weights sha256, opset and
+    quantisation), exported there on first use (a few seconds; written to a temporary file
+    and renamed, so concurrent nodes never read half a file). An unwritable cache falls back
+    to a temporary directory."""
+    suffix = "-int8" if quantize == "int8" else ""
+    name = f"{checkpoint.weights_sha256[:32]}-opset{OPSET}{suffix}.onnx"
+    directory = onnx_cache_dir()
+    path = directory / name
+    if path.is_file():
+        meta = read_onnx_metadata(path)
+        if meta.get("weights_sha256") == checkpoint.weights_sha256:
+            log.info("ONNX graph of %s from the cache: %s", checkpoint.model_id, path)
+            return path
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        work, cached = Path(tempfile.mkdtemp(prefix=".export-", dir=directory)), True
+    except OSError as exc:
+        log.warning("ONNX cache %s not writable (%s): exporting to a temporary directory",
+                    directory, exc)  # fmt: skip
+        work, cached = Path(tempfile.mkdtemp(prefix="mtm-onnx-")), False
+    start = time.perf_counter()
+    exported = export_onnx(checkpoint, work / "model.onnx")
+    if quantize == "int8":
+        exported = quantize_int8(exported, work / "model-int8.onnx")
+    log.info("exported %s to ONNX in %.1f s", checkpoint.model_id, time.perf_counter() - start)
+    if not cached:
+        return exported
+    os.replace(exported, path)  # atomic: a reader sees no file or the whole file
+    shutil.rmtree(work, ignore_errors=True)
+    return path

@@ -451,7 +451,7 @@ def non_finite_output(prediction: Prediction) -> str | None:
 
 
 def _onnx_path(checkpoint: Checkpoint, config: BackendConfig) -> Path:
-    from mtm_robot.export.onnx import export_onnx, quantize_int8, read_onnx_metadata
+    from mtm_robot.export.onnx import cached_export, read_onnx_metadata
 
     if config.onnx_path:
         path = Path(config.onnx_path)
@@ -467,11 +467,7 @@ def _onnx_path(checkpoint: Checkpoint, config: BackendConfig) -> Path:
                 f"{config.quantize}"
             )
         return path
-    directory = Path(tempfile.mkdtemp(prefix="mtm-onnx-"))
-    path = export_onnx(checkpoint, directory / "model.onnx")
-    if config.quantize == "int8":
-        path = quantize_int8(path, directory / "model-int8.onnx")
-    return path
+    return cached_export(checkpoint, config.quantize)  # the user cache, never the package
 
 
 def make_forward(checkpoint: Checkpoint, config: BackendConfig) -> tuple[ForwardFn, dict[str, Any]]:

@@ -78,10 +78,13 @@ def test_main_job_lockstep_json_summary_and_run_dir(walker_checkpoint, tmp_path)
         "normalized",
         "--json",
     ]
-    env = {**os.environ, "MUJOCO_GL": "egl"}
+    env = {**os.environ, "MUJOCO_GL": "egl", "MTM_CACHE_DIR": str(tmp_path / "cache")}
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=170, cwd=ROOT, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
     summary = json.loads(result.stdout)  # --json: stdout holds the JSON and nothing else
+    # the main job's node runs the fastest backend by default, exported once into the cache
+    assert summary["backend"] == "onnx (cpu)" and "on onnx (cpu)" in result.stderr
+    assert len(list((tmp_path / "cache" / "onnx").glob("*.onnx"))) == 1
     assert "episode 2/2: return" in result.stderr  # the human lines went to stderr
     assert "video: 100%" in result.stderr and "15/15" in result.stderr  # rendering's progress
     assert (tmp_path / "first.gif").is_file()
