@@ -233,17 +233,53 @@ def start_node(
     return process, queue.get(timeout=300)
 
 
-def single_client_latency(endpoint: str, n: int) -> tuple[Summary, dict[str, Any]]:
+#: Per-request stages of the batch-1 path (``stage_samples``): the client's, the node's (from the
+#: reply's ``timings_us``) and what is left (node encode, transport both ways, client decode).
+STAGES = {
+    "client_send": "client: build + encode + send",
+    "node_decode": "node: receive + decode + checks",
+    "node_queue": "node: hand-off to the forward",
+    "node_inference": "node: predict (layout, forward, read-out)",
+    "rest": "node encode + transport + client receive/decode",
+}
+
+
+def single_client_latency(
+    endpoint: str, n: int
+) -> tuple[Summary, dict[str, Any], dict[str, list[float]]]:
+    """Sequential ``act`` round trips: (end-to-end summary, node stats, per-stage seconds)."""
     from mtm_robot_client import NodeClient
 
     rng = np.random.default_rng(2)
     fields = request_fields(rng)
     state = rng.normal(size=24).astype(np.float32)
+    stages: dict[str, list[float]] = {k: [] for k in STAGES}
+    total: list[float] = []
     with NodeClient(endpoint, timeout_ms=10_000) as client:
         client.wait_ready(120)
-        summary = _time(lambda: client.act("return_conditioned", state, **fields), n, warmup=50)
+        for i in range(n + 50):  # the first 50: warm-up
+            start = time.perf_counter()
+            rid = client.submit("return_conditioned", state, **fields)
+            sent = time.perf_counter()
+            reply = client.poll(rid, 10_000)
+            done = time.perf_counter()
+            assert reply is not None and reply.ok, reply
+            if i < 50:
+                continue
+            node = reply.timings_us
+            total.append(done - start)
+            stages["client_send"].append(sent - start)
+            stages["node_decode"].append(node["decode"] * 1e-6)
+            stages["node_queue"].append(node["queue"] * 1e-6)
+            stages["node_inference"].append(node["inference"] * 1e-6)
+            stages["rest"].append(done - sent - node["server"] * 1e-6)
         stats = client.stats()
-    return summary, stats
+    return Summary.of(total), stats, stages
+
+
+def added_over_bare(latency: Summary, direct: Summary) -> tuple[float, float]:
+    """(p50, p99) ms the request path adds: end-to-end minus the same run's bare predict."""
+    return latency.p50_ms - direct.p50_ms, latency.p99_ms - direct.p99_ms
 
 
 def concurrent_throughput(endpoint: str, clients: int, duration_s: float) -> dict[str, Any]:
@@ -375,6 +411,7 @@ def main(argv: list[str] | None = None) -> int:
         if "onnx-int8" in args.backends.split(","):
             deviations = {m: int8_deviation(checkpoints[m]) for m in args.models.split(",")}
         rows = []
+        split: list[tuple[str, str, Summary, Summary, dict[str, list[float]], Any]] = []
         throughput_rows = []
         for model in args.models.split(","):
             n = n_slow if model == "paper" else n_fast
@@ -384,9 +421,10 @@ def main(argv: list[str] | None = None) -> int:
                     checkpoints[model], backend, args.max_batch, args.max_wait_us, args.device
                 )
                 try:
-                    latency, stats = single_client_latency(endpoint, n)
+                    latency, stats, samples = single_client_latency(endpoint, n)
                     stages = stats["stages_us"]
                     rows.append((model, backend, direct, latency, stages))
+                    split.append((model, backend, direct, latency, samples, stages))
                     print(
                         f"  {model}/{backend}: direct p50 {direct.p50_ms:.3f} ms; end-to-end "
                         f"p50 {latency.p50_ms:.3f} ms p99 {latency.p99_ms:.3f} ms",
@@ -450,6 +488,32 @@ def main(argv: list[str] | None = None) -> int:
             f"| {latency.p50_ms:.3f} / {latency.p99_ms:.3f} "
             f"| {latency.p50_ms / reference.p50_ms:.2f} | {stage_text} |"
         )
+    lines += [
+        "",
+        "### Batch-1: what the request path adds to the model's own time (same run)",
+        "",
+        "`added` = end-to-end minus the same run's bare `Predictor.predict` (p50 - p50, "
+        "p99 - p99). The split is per request, p50 / p99 in us: the client's own stage, the "
+        "node's (from the reply's `timings_us`), and the rest (node encode, ZeroMQ both "
+        "ways, client receive and decode); node encode alone is the node's `encode` stage. "
+        f"Transport floor: the DEALER-ROUTER echo above ({echo.p50_ms * 1e3:.0f} us p50).",
+        "",
+        "| model | backend | bare p50 / p99 ms | end-to-end p50 / p99 ms | added p50 / p99 ms "
+        "| " + " | ".join(STAGES.values()) + " | node encode |",
+        "| --- | --- | ---: | ---: | ---: | " + " | ".join("---:" for _ in STAGES) + " | ---: |",
+    ]
+    for model, backend, direct, latency, samples, stages in split:
+        add50, add99 = added_over_bare(latency, direct)
+        cells = " | ".join(
+            f"{np.percentile(samples[k], 50) * 1e6:.0f} / {np.percentile(samples[k], 99) * 1e6:.0f}"
+            for k in STAGES
+        )
+        encode = stages["encode"]
+        lines.append(
+            f"| {model} | {backend} | {direct.p50_ms:.3f} / {direct.p99_ms:.3f} "
+            f"| {latency.p50_ms:.3f} / {latency.p99_ms:.3f} | {add50:.3f} / {add99:.3f} "
+            f"| {cells} | {encode['p50']:.0f} / {encode['p99']:.0f} |"
+        )
     for model, (worst, rms) in deviations.items():
         lines.append(
             f"\n`onnx-int8` ({model}): dynamic int8 weights are approximate: predicted actions "
@@ -470,7 +534,15 @@ def main(argv: list[str] | None = None) -> int:
             f"| {model} | {backend} | {r['clients']} | {r['actions_per_s']:.0f} "
             f"| {r['p50_ms']:.2f} | {r['p99_ms']:.2f} | {r['mean_batch']:.2f} |"
         )
-    lines += ["", "### Against the goals of issue 4 (this run)", ""]
+    lines += ["", "### Against the goals of issues 4 and 18 (this run)", ""]
+    for model, backend, direct, latency, _, _ in split:
+        if model == "default":
+            add50, add99 = added_over_bare(latency, direct)
+            met = "met" if add50 <= 0.3 and add99 <= 0.6 else "not met"
+            lines.append(
+                f"- default model, {backend}, batch 1: the request path adds {add50:.2f} ms p50 "
+                f"and {add99:.2f} ms p99 to the bare predict; goal <= 0.3 / 0.6 ms: {met}."
+            )
     for model, backend, _, latency, _ in rows:
         if model == "paper":
             ratio = latency.p50_ms / reference.p50_ms
