@@ -156,8 +156,12 @@ class Predictor:
         """One fixed-shape forward for every context, then one more for the contexts whose
         mode takes another forward (``two_stage``), each time with only those contexts."""
         layouts = [self._layout(c) for c in contexts]
-        raw = {n: np.stack([lay[0][n] for lay in layouts]) for n in self.names}
-        mask = mask_lib.stack_masks([lay[1][0] for lay in layouts])
+        if len(layouts) == 1:  # a batch of one (a controller's tick): views, no stacking
+            raw = {n: layouts[0][0][n][None] for n in self.names}
+            mask = {n: m[None] for n, m in layouts[0][1][0].items()}
+        else:
+            raw = {n: np.stack([lay[0][n] for lay in layouts]) for n in self.names}
+            mask = mask_lib.stack_masks([lay[1][0] for lay in layouts])
         out = self.forward(self._normalise(raw), mask)
         stage = 1
         while later := [i for i, lay in enumerate(layouts) if len(lay[1]) > stage]:

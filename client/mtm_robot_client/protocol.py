@@ -380,7 +380,8 @@ def encode(
         frames.append(array.tobytes())
     out_header["arrays"] = specs
     for key, value in out_header.items():
-        _check_number(value, f"header.{key}")
+        if isinstance(value, float) and not math.isfinite(value):  # json.dumps says less
+            _check_number(value, f"header.{key}")
     text = json.dumps(out_header, separators=(",", ":"), allow_nan=False)
     return [text.encode("utf-8"), *frames]
 

@@ -28,10 +28,10 @@ class Normalizer:
         return cls(mean, std)
 
     def normalize(self, name: str, x: np.ndarray) -> np.ndarray:
-        return ((x - self.mean[name]) / self.std[name]).astype(np.float32)
+        return ((x - self.mean[name]) / self.std[name]).astype(np.float32, copy=False)
 
     def denormalize(self, name: str, x: np.ndarray) -> np.ndarray:
-        return (x * self.std[name] + self.mean[name]).astype(np.float32)
+        return (x * self.std[name] + self.mean[name]).astype(np.float32, copy=False)
 
     def to_dict(self) -> dict[str, dict[str, list[float]]]:
         return {

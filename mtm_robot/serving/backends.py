@@ -17,6 +17,7 @@ swaps whole engines on reload.
 from __future__ import annotations
 
 import ctypes
+import functools
 import logging
 import tempfile
 import time
@@ -402,9 +403,10 @@ class Engine:
     def model_id(self) -> str:
         return self.checkpoint.model_id
 
-    @property
+    @functools.cached_property
     def return_scale(self) -> ReturnScale:
-        """Return-target units and accepted range, from the checkpoint's metadata."""
+        """Return-target units and accepted range, from the checkpoint's metadata (read once:
+        every act request checks its return target against it)."""
         return ReturnScale.from_metadata(self.checkpoint.metadata)
 
     def action_bounds(self) -> dict[str, Any] | None:

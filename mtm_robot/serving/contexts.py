@@ -212,7 +212,10 @@ def _check_values(name: str, value: Any, modality: str, normalizer: Normalizer |
             raise _fail(wire.NOT_FINITE, f"{name}: contains NaN or infinity")
         return
     mean, inv_std = scale
-    with np.errstate(over="ignore", invalid="ignore"):
+    if value.dtype == np.float64:  # float32 values cannot overflow a float64 product
+        with np.errstate(over="ignore", invalid="ignore"):
+            z = float(np.abs((value - mean) * inv_std).max())
+    else:
         z = float(np.abs((value - mean) * inv_std).max())
     if z <= MAX_NORMALIZED:
         return
