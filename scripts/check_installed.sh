@@ -90,11 +90,11 @@ load_config(ServeConfig, "serve")' || fail "presets by name"
 step "entry points, python -m mtm_robot.serving, presets: OK"
 
 # 4. the main job on one short lockstep episode (starts the node: python -m mtm_robot.serving)
-"$BIN/mtm-sim-control" --task walker --episodes 1 --lockstep --max-steps 50 \
+"$BIN/mtm-sim-control" --task walker --episodes 1 --lockstep \
     --out "$WORK/run/sim" >"$WORK/sim.log" 2>&1 || { cat "$WORK/sim.log" >&2; fail "mtm-sim-control"; }
 grep -q "walker" "$WORK/sim.log" && [[ -f "$WORK/run/sim/summary.json" ]] \
     || { cat "$WORK/sim.log" >&2; fail "mtm-sim-control wrote no summary"; }
-step "mtm-sim-control --task walker --episodes 1 --lockstep (50 steps): OK"
+step "mtm-sim-control --task walker --episodes 1 --lockstep (a whole episode): $(grep -m1 -i "score\|return" "$WORK/sim.log" | tr -s " " | cut -c1-120)"
 
 # 5. the shipped experts: one expert episode
 "$BIN/mtm-collect" --task walker --recipe expert --episodes 1 --out "$WORK/run/demos" \
