@@ -50,14 +50,15 @@ def test_one_model_learns_inverse_forward_dynamics_and_behavior_cloning(tmp_path
     assert ck.metadata["return_stats"]["return_max"] >= ck.metadata["return_stats"]["return_min"]
 
 
-def test_resume_is_exact(tmp_path):
+@pytest.mark.parametrize("precision", ["auto", "fp32"])  # fp32: linear layers on oneDNN
+def test_resume_is_exact(tmp_path, precision):
     episodes = linear_episodes(12, length=20)
-    cfg = _config(20)
+    cfg = _config(20, precision=precision)
     cfg.model.dropout = 0.1  # dropout makes the torch RNG part of the state
     cfg.checkpoint_every = 10
     straight = Trainer(cfg, episodes, tmp_path / "a")
     straight.run(progress=False)
-    half = _config(10)
+    half = _config(10, precision=precision)
     half.model.dropout = 0.1
     half.checkpoint_every = 10
     Trainer(half, episodes, tmp_path / "b").run(progress=False)
