@@ -75,6 +75,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--ship-to", default=None, help="destination folder for --ship (default: the package)"
     )
+    parser.add_argument(
+        "--replay-every",
+        type=int,
+        default=0,
+        metavar="STEPS",
+        help="--ship: keep only the replay snapshots at multiples of STEPS (and the medium one), "
+        "to keep the package small (default 0: every snapshot)",
+    )
     return parser.parse_args(argv)
 
 
@@ -99,7 +107,7 @@ def evaluate_actor(path: Path, episodes: int, first_seed: int | None = None) -> 
     return result
 
 
-def ship(run_dir: Path, episodes: int, dest_root: Path | None) -> None:
+def ship(run_dir: Path, episodes: int, dest_root: Path | None, replay_every: int = 0) -> None:
     from sim.experts.trainer import VALIDATION_SEED_BASE
 
     snapshots = sorted((run_dir / "snapshots").glob("step_*.safetensors"))
@@ -122,17 +130,43 @@ def ship(run_dir: Path, episodes: int, dest_root: Path | None) -> None:
     task = ExpertPolicy.load(best).meta["task"]
     dest = dest_root or default_policy_dir(task)  # the package's sim/experts/<task>/
     dest.mkdir(parents=True, exist_ok=True)
+    run = _run_provenance(run_dir)
     for level, src, result in (("expert", best, expert_eval), ("medium", medium, medium_eval)):
         shutil.copyfile(src, dest / f"{level}.safetensors")
-        info = {"source": str(src), "test_eval": result, "in_training_eval": in_training[src]}
+        info = {"source": str(src), "test_eval": result, "in_training_eval": in_training[src],
+                "run": run}  # fmt: skip
         (dest / f"{level}.json").write_text(json.dumps(info, indent=2) + "\n")
     # medium-replay: every snapshot up to (and including) the medium one, in training order
     replay = dest / "replay"
     shutil.rmtree(replay, ignore_errors=True)
     replay.mkdir()
-    for src in snapshots[: snapshots.index(medium) + 1]:
+    kept = [
+        src
+        for src in snapshots[: snapshots.index(medium) + 1]
+        if not replay_every or src == medium or _snapshot_step(src) % replay_every == 0
+    ]
+    for src in kept:
         shutil.copyfile(src, replay / src.name)
-    print(f"shipped expert, medium and {snapshots.index(medium) + 1} replay snapshots to {dest}")
+    print(f"shipped expert, medium and {len(kept)} replay snapshots to {dest}")
+
+
+def _snapshot_step(path: Path) -> int:
+    return int(path.stem.split("_")[1])
+
+
+def _run_provenance(run_dir: Path) -> dict[str, object]:
+    """Where shipped policies come from: the run's config, its steps and wall time so far,
+    and the machine that ships them (the run's own, when shipped where it trained)."""
+    progress = run_dir / "checkpoint" / "progress.json"
+    done = json.loads(progress.read_text()) if progress.exists() else {}
+    config = run_dir / "config.json"
+    return {
+        "dir": str(run_dir),
+        "config": json.loads(config.read_text()) if config.exists() else None,
+        "steps_done": done.get("step"),
+        "wall_s": round(float(done["wall_s"]), 1) if "wall_s" in done else None,
+        "hardware": describe(),
+    }
 
 
 def report(run_dir: Path, every: int = 50_000) -> None:
@@ -171,7 +205,8 @@ def main(argv: list[str] | None = None) -> int:
         print(json.dumps(result, indent=2))
         return 0
     if args.ship:
-        ship(Path(args.ship), args.episodes, Path(args.ship_to) if args.ship_to else None)
+        dest = Path(args.ship_to) if args.ship_to else None
+        ship(Path(args.ship), args.episodes, dest, args.replay_every)
         return 0
     # torch loads after the arguments are parsed: --help and a bad flag answer at once
     from sim.experts.trainer import TrainConfig, Trainer, seconds_to_hms
