@@ -9,6 +9,13 @@ import pytest
 import torch
 
 os.environ.setdefault("MUJOCO_GL", "egl")
+if "MTM_CACHE_DIR" not in os.environ:  # exported ONNX graphs: never the user's cache
+    import atexit
+    import shutil
+    import tempfile
+
+    os.environ["MTM_CACHE_DIR"] = tempfile.mkdtemp(prefix="mtm-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["MTM_CACHE_DIR"], True)
 torch.set_num_threads(1)
 
 from mtm_robot.model.mtm import MTM, DataSpec, ModelConfig  # noqa: E402
