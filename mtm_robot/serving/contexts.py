@@ -164,16 +164,16 @@ def _rows(arrays: dict[str, np.ndarray], name: str, dim: int, min_rows: int) -> 
     return np.asarray(x, dtype=np.float32)
 
 
-def _check_float32(arrays: dict[str, np.ndarray]) -> None:
-    for name, x in arrays.items():
-        if x.dtype == np.float64 and x.size and not float(np.abs(x).max()) <= FLOAT32_MAX:
-            if not np.isfinite(x).all():
-                raise _fail(wire.NOT_FINITE, f"{name}: contains NaN or infinity")
-            raise _fail(
-                wire.OUT_OF_RANGE,
-                f"{name}: {float(np.abs(x).max()):.3g} overflows float32 (the model runs in "
-                f"float32; largest {FLOAT32_MAX:.3g})",
-            )
+def _check_float32(name: str, x: np.ndarray) -> None:
+    """A float64 array must fit float32 (the model runs in float32)."""
+    if x.size and not float(np.abs(x).max()) <= FLOAT32_MAX:
+        if not np.isfinite(x).all():
+            raise _fail(wire.NOT_FINITE, f"{name}: contains NaN or infinity")
+        raise _fail(
+            wire.OUT_OF_RANGE,
+            f"{name}: {float(np.abs(x).max()):.3g} overflows float32 (the model runs in "
+            f"float32; largest {FLOAT32_MAX:.3g})",
+        )
 
 
 _SCALES: dict[int, tuple[Normalizer, dict[str, tuple[np.ndarray, np.ndarray]]]] = {}
@@ -244,15 +244,17 @@ def context_from_message(
     return target may be given in any of its units and must lie in its accepted range.
     """
     header, arrays = message.header, message.arrays
-    _check_float32(arrays)
+    for name, x in arrays.items():
+        if x.dtype == np.float64:  # float32 input cannot overflow the model's float32
+            _check_float32(name, x)
     mode = header.get("mode", DEFAULT_MODE)
     if not isinstance(mode, str) or mode not in modes:
         raise _fail(wire.BAD_REQUEST, f"mode {mode!r:.40} not served; modes: {list(modes)}")
     description = MODES[mode]
     ds, da = spec.modalities["states"], spec.modalities["actions"]
-    unexpected = sorted(set(arrays) - set(description.allowed_arrays))
+    unexpected = set(arrays).difference(description.allowed_arrays)
     if unexpected:
-        raise _fail(wire.BAD_REQUEST, f"mode {mode}: unexpected arrays {unexpected}")
+        raise _fail(wire.BAD_REQUEST, f"mode {mode}: unexpected arrays {sorted(unexpected)}")
     missing = sorted({"state", *description.arrays} - set(arrays))
     if missing:
         raise _fail(wire.BAD_REQUEST, f"mode {mode}: missing arrays {missing}")

@@ -185,11 +185,11 @@ class InferenceNode:
                 self._forward_results()
             if self._router in events:
                 lone: Job | None = None  # the pass's only act request so far
+                router = self._router
                 for _ in range(256):
-                    try:
-                        frames = self._router.recv_multipart(zmq.NOBLOCK)
-                    except zmq.Again:
+                    if not int(router.get(zmq.EVENTS)) & zmq.POLLIN:  # no zmq.Again per pass
                         break
+                    frames = router.recv_multipart(zmq.NOBLOCK)
                     try:
                         job = self._handle(frames)
                     except Exception:  # even a failed error reply must not end the loop
