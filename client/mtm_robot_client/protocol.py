@@ -257,28 +257,26 @@ def _array_specs(
             raise ProtocolError(
                 BAD_DTYPE, f"{name}: dtype {dtype!r:.40} not allowed; allowed: {sorted(DTYPES)}"
             )
-        if (
-            not isinstance(shape, list)
-            or len(shape) > MAX_NDIM
-            or not all(
-                isinstance(s, int) and not isinstance(s, bool) and 0 <= s < 1 << 31 for s in shape
-            )
-        ):
-            raise ProtocolError(
-                BAD_SHAPE, f"{name}: shape must be a list of at most {MAX_NDIM} ints in [0, 2**31)"
-            )
         # Python ints: no overflow. Zero dims count as 1, so numpy can always reshape an
         # empty frame to this shape (it refuses shapes whose other dims overflow an intp).
         span = DTYPES[dtype].itemsize
-        for s in shape:
-            span *= max(s, 1)
+        dims: list[Any] = shape if isinstance(shape, list) and len(shape) <= MAX_NDIM else []
+        for s in dims:  # type() is int: not a bool, not a float
+            if type(s) is not int or not 0 <= s < 1 << 31:
+                span = -1
+                break
+            span *= s or 1
+        if span < 0 or dims is not shape:
+            raise ProtocolError(
+                BAD_SHAPE, f"{name}: shape must be a list of at most {MAX_NDIM} ints in [0, 2**31)"
+            )
         if span > max_bytes:
             raise ProtocolError(
                 TOO_LARGE,
                 f"{name}: shape {shape} {dtype} spans {span} bytes (zero dims counted as 1); "
                 f"the cap is {max_bytes}",
             )
-        out.append((name, DTYPES[dtype], tuple(shape)))
+        out.append((name, DTYPES[dtype], tuple(dims)))
     return out
 
 
