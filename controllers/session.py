@@ -78,7 +78,8 @@ class SessionConfig:
     """inference backend of the node this session starts: onnx (the fastest on a CPU, equal to
     torch within 1e-4 in every mode; the graph is exported once into the user cache) or torch"""
     node_args: list[str] = field(default_factory=list)
-    """extra mtm-serve arguments for the node this session starts (they override --backend)"""
+    """extra mtm-serve arguments for the node this session starts (a --backend or --config in
+    them replaces --backend)"""
     node_ready_timeout_s: float = 180.0
     """how long the started node may take to load and warm up"""
     node_restarts: int = 1
@@ -373,13 +374,22 @@ def _open_view(c: SessionConfig, env: Robot, opened: _Opened) -> RerunView:
     )
 
 
+def node_arguments(c: SessionConfig) -> list[str]:
+    """The mtm-serve arguments of the node this session starts: ``--backend`` unless
+    ``node_args`` choose one (a ``--backend`` flag, or a ``--config`` preset)."""
+    names = {a.split("=", 1)[0] for a in c.node_args}
+    if names & {"--backend", "--backend.backend", "--config"}:
+        return list(c.node_args)
+    return ["--backend", c.backend, *c.node_args]
+
+
 def _start_node(c: SessionConfig, run_dir: Path, opened: _Opened) -> tuple[str, dict[str, Any]]:
     """Start (or connect to) the node; a node this session started is watched."""
     endpoint, metadata, opened.node = open_node(
         c.server,
         served_checkpoint(c.checkpoint, opened.env.task),
         run_dir / "node.log",
-        ["--backend", c.backend, *c.node_args],
+        node_arguments(c),
         c.node_ready_timeout_s,
         c.rt_priority,
     )

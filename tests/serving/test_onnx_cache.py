@@ -1,4 +1,4 @@
-"""Issue 18: the onnx backend's graph is exported once into the user cache, never the package."""
+"""Issue 18: the main job asks its node for ONNX; the graph is exported once into the user cache."""
 
 from __future__ import annotations
 
@@ -46,3 +46,18 @@ def test_the_cache_is_the_users(monkeypatch, tmp_path):
     assert onnx_export.onnx_cache_dir() == tmp_path / "mtm-robot" / "onnx"
     monkeypatch.setenv("MTM_CACHE_DIR", str(tmp_path / "x"))
     assert onnx_export.onnx_cache_dir() == tmp_path / "x" / "onnx"
+
+
+def test_the_main_job_asks_its_node_for_onnx_unless_its_node_args_choose():
+    from controllers.session import SessionConfig, node_arguments
+
+    assert SessionConfig().backend == "onnx"
+    assert node_arguments(SessionConfig()) == ["--backend", "onnx"]
+    assert node_arguments(SessionConfig(backend="torch", node_args=["--max-batch", "8"])) == [
+        "--backend",
+        "torch",
+        "--max-batch",
+        "8",
+    ]
+    for chosen in (["--backend", "torch"], ["--backend=torch"], ["--config", "serve_gpu"]):
+        assert node_arguments(SessionConfig(node_args=chosen)) == chosen
