@@ -49,12 +49,13 @@ def synthetic_episodes(n: int = 8, length: int = 1000) -> list[Episode]:
     ]
 
 
-def make_trainer(batch: int, precision: str, out: Path) -> Trainer:
+def make_trainer(batch: int, precision: str, out: Path, fp32_linear: str = "onednn") -> Trainer:
     config = TrainConfig(
         model=ModelConfig(width=512, encoder_layers=2, decoder_layers=1, heads=4, dropout=0.1),
         steps=10**9,
         batch_size=batch,
         precision=precision,
+        fp32_linear=fp32_linear,
     )
     config.optim.lr = 1e-4
     return Trainer(config, synthetic_episodes(), out)
@@ -196,7 +197,13 @@ reference trains on one fixed batch. Hardware: {hardware()}. Load average before
 {table}
 
 Speed-up like for like: **{speedup["fp32"]:.2f}x in fp32, {speedup["bf16"]:.2f}x in bf16
-autocast**. Where the step goes: the "Training step profile" section.
+autocast**. Where it comes from: in fp32 the trainer's linear layers run on oneDNN's GEMM
+(`TrainConfig.fp32_linear: onednn`, `mtm_robot/training/onednn_linear.py`: same strict fp32,
+last-bit differences only), the reference's on torch's BLAS (MKL), which on this AMD CPU runs
+a 256-bit path at about half oneDNN's rate; on a CPU where MKL runs its AVX-512 kernels expect
+less. In bf16 both already run oneDNN's bf16 GEMMs and do the same arithmetic (the same
+GEMMs, dropout draws, autocast casts and AdamW), so the trainer gains only its leaner glue;
+what bounds it is in the "Training step profile" sections.
 
 Command: `{command}`
 """

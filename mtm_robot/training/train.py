@@ -84,7 +84,8 @@ class TrainConfig:
     threads: int = 0  # torch CPU threads per process; 0 = torch's default
     precision: str = "auto"  # auto (bf16 where the hardware has it) | bf16 | fp32
     # fp32 linear layers on a CPU: onednn (oneDNN's GEMM, about twice torch's BLAS on AMD
-    # CPUs; mtm_robot.training.onednn_linear) | torch (torch's own BLAS, e.g. MKL)
+    # CPUs; mtm_robot.training.onednn_linear) | torch (torch's own BLAS, e.g. MKL). Trainer
+    # only: StackedTrainer's vmapped members keep torch's
     fp32_linear: str = "onednn"
     model_id: str = "mtm"
     task: str = ""

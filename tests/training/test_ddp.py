@@ -26,7 +26,8 @@ def _free_port() -> int:
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_torchrun_two_processes_gloo(tmp_path):
+@pytest.mark.parametrize("precision", ["auto", "fp32"])  # fp32: linear layers on oneDNN
+def test_torchrun_two_processes_gloo(tmp_path, precision):
     for i, episode in enumerate(linear_episodes(8, length=20)):
         save_episode(episode_file(tmp_path / "data", i), episode)
     out = tmp_path / "run"
@@ -52,6 +53,8 @@ def test_torchrun_two_processes_gloo(tmp_path):
         "--no-progress",
         "--set",
         "threads=1",
+        "--set",
+        f"precision={precision}",
     ]
     env = dict(os.environ, OMP_NUM_THREADS="1")
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=220, env=env, cwd=ROOT)
