@@ -57,3 +57,28 @@ def test_collect_script_gives_identical_files_with_one_or_two_workers(tmp_path: 
         with np.load(outputs[0] / name) as a, np.load(outputs[1] / name) as b:
             for key in ("states", "actions", "rewards", "physics"):
                 np.testing.assert_array_equal(a[key], b[key])
+
+
+def test_reacher_easy_ships_an_expert_and_a_model() -> None:
+    """The second shipped task (issue 16): its policies and its MTM are in the package."""
+    from mtm_robot.checkpoint_meta import shipped_tasks
+
+    assert {"walker-walk", "reacher-easy"} <= set(shipped_tasks())
+    info = json.loads((shipped_expert("reacher").parent / "expert.json").read_text())
+    assert info["test_eval"]["episodes"] >= 20 and info["test_eval"]["return_mean"] >= 800.0
+
+
+@pytest.mark.parametrize("task", ["walker-walk", "reacher-easy"])
+def test_every_shipped_model_fits_its_task(task: str) -> None:
+    """``--checkpoint default`` for a task is a model of that task's dims and action bounds."""
+    from mtm_robot.checkpoint_meta import read_metadata, resolve_checkpoint_path, verify_checkpoint
+
+    directory = resolve_checkpoint_path("default", task)
+    meta = read_metadata(directory)
+    verify_checkpoint(directory)
+    with make(task) as env:
+        assert meta["task"] == env.task == task
+        assert meta["data_spec"]["modalities"]["states"] == env.observation_dim
+        assert meta["data_spec"]["modalities"]["actions"] == env.action_dim
+        np.testing.assert_allclose(meta["action_bounds"]["low"], env.action_low)
+        np.testing.assert_allclose(meta["action_bounds"]["high"], env.action_high)
