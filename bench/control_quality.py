@@ -140,6 +140,7 @@ def main() -> None:
         + (f" --checkpoint {args.checkpoint}" if args.checkpoint != "default" else "")
         + (f" --reference {args.reference}" if args.reference else "")
         + (f" --max-steps {args.max_steps}" if args.max_steps else "")
+        + (f" --seed {args.seed}" if args.seed != EVALUATION_SEED_BASE else "")
     )
     tracking = (
         f" `inverse_dynamics` tracks the action-free expert demonstration `{reference}` "
