@@ -80,7 +80,8 @@ class SB3Policy:
                     f"{self.path}: the SB3 model's {name} has shape {shape}, task "
                     f"{env.task!r} has {list(space.shape or ())}: it was trained on another task"
                 )
-        # replace every cloudpickled entry: nothing is unpickled
+        # every entry SB3 stored pickled (":serialized:") is replaced before it reads the zip,
+        # so nothing is unpickled
         custom: dict[str, Any] = {
             key: None for key, value in data.items() if isinstance(value, dict)
             and ":serialized:" in value
