@@ -407,9 +407,21 @@ def _check_before_loop(
     """The served model fits the robot (and its I/O map), the reference fits the task."""
     if isinstance(env, MappedEnv):
         env.io_map.check_model(metadata)
-    check_model_fits_task(
-        metadata, env.observation_dim, env.action_dim, c.controller.mode, env.task
-    )
+    try:
+        check_model_fits_task(
+            metadata, env.observation_dim, env.action_dim, c.controller.mode, env.task
+        )
+    except SpecMismatchError as exc:
+        if c.checkpoint != "default" or env.task in shipped_tasks():
+            raise
+        raise SpecMismatchError(
+            f"no model ships for '{env.task}' (shipped: {', '.join(shipped_tasks())}) and {exc}. "
+            f"Make one (mtm-tasks lists what ships): an expert if none ships, mtm-train-expert "
+            f"--task {env.task} --out runs/{env.task}-sac then mtm-train-expert --ship "
+            f"runs/{env.task}-sac; data, mtm-collect --task {env.task} --recipe expert "
+            f"--episodes 50 --out data/{env.task}, mtm-train --data data/{env.task} --out "
+            f"runs/mtm-{env.task}, then --checkpoint runs/mtm-{env.task}/checkpoints/latest"
+        ) from exc
     if reference is not None and reference.dim != env.observation_dim:
         raise MTMRobotError(
             f"bad reference file {c.reference}: states have dim "

@@ -16,8 +16,14 @@ import pytest
 
 import controllers.session as session_module
 from controllers.loop import ControllerConfig
-from controllers.session import EpisodeDone, SessionConfig, run_session
-from mtm_robot.checkpoint_meta import SHIPPED_CHECKPOINTS
+from controllers.session import EpisodeDone, SessionConfig, _check_before_loop, run_session
+from mtm_robot.checkpoint_meta import (
+    SHIPPED_CHECKPOINTS,
+    read_metadata,
+    resolve_checkpoint_path,
+    shipped_tasks,
+)
+from mtm_robot.errors import SpecMismatchError
 
 from .plant import N, PointMassPlant
 
@@ -138,3 +144,22 @@ def test_the_default_checkpoint_is_the_model_shipped_for_the_task(
     )
     run_session(config, tmp_path / "run", robot=plant)
     assert asked == [served]
+
+
+def test_a_task_without_a_shipped_model_names_the_commands_that_make_one() -> None:
+    """``--checkpoint default`` on a task no model ships for: the dims check says what to run."""
+    from sim import registry
+
+    assert "hopper-hop" not in shipped_tasks()
+    meta = dict(read_metadata(resolve_checkpoint_path("default", "walker-walk")))
+    meta.setdefault("modalities", {"states": 24, "actions": 6, "returns": 1})
+    meta.setdefault("modes", ["return_conditioned"])
+    with registry.make("hopper-hop") as env:
+        with pytest.raises(SpecMismatchError) as excinfo:
+            _check_before_loop(SessionConfig(task="hopper-hop"), env, meta, None)
+        message = str(excinfo.value)
+        assert "no model ships for 'hopper-hop'" in message
+        assert "mtm-train-expert --task hopper-hop" in message and "mtm-collect" in message
+        with pytest.raises(SpecMismatchError) as excinfo:  # a checkpoint the user chose: as is
+            _check_before_loop(SessionConfig(task="hopper-hop", checkpoint="x"), env, meta, None)
+        assert "no model ships" not in str(excinfo.value)
