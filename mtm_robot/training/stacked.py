@@ -52,7 +52,6 @@ import copy
 import dataclasses
 import json
 import logging
-import platform
 import shutil
 import time
 import warnings
@@ -67,7 +66,7 @@ from torch import Tensor
 from torch.func import functional_call, stack_module_state, vmap
 
 from mtm_robot import atomic
-from mtm_robot.config import save_config, to_dict
+from mtm_robot.config import save_config
 from mtm_robot.data.episodes import Episode
 from mtm_robot.data.segments import SegmentDataset, build_dataset
 from mtm_robot.errors import CheckpointError, ConfigError
@@ -76,7 +75,15 @@ from mtm_robot.model import masks as mask_lib
 from mtm_robot.model.mtm import MTM, DataSpec, reconstruction_loss
 from mtm_robot.training import checkpoint as ckpt
 from mtm_robot.training.metrics import evaluate
-from mtm_robot.training.train import TrainConfig, lr_multiplier, native_bf16
+from mtm_robot.training.train import (
+    TrainConfig,
+    checkpoint_metadata,
+    drop_metrics_after,
+    episode_action_bounds,
+    episode_task,
+    lr_multiplier,
+    native_bf16,
+)
 
 log = logging.getLogger(__name__)
 #: members per vmapped chunk on a CPU (see StackedTrainer)
@@ -105,6 +112,8 @@ class _State:
     mask_rng: np.random.Generator
     data_rng: np.random.Generator
     provenance: dict[str, Any]
+    task: str  # what the member's checkpoints record: as the Trainer derives them
+    action_bounds: dict[str, list[float]] | None
 
 
 class StackedTrainer:
@@ -153,6 +162,8 @@ class StackedTrainer:
                     np.random.default_rng(member.seed),
                     np.random.default_rng([member.seed, 0]),
                     dict(member.provenance or {}),
+                    config.task or episode_task(member.episodes),
+                    episode_action_bounds(member.episodes, mspec.modalities.get("actions")),
                 )
             )
         assert spec is not None
@@ -281,30 +292,22 @@ class StackedTrainer:
     # -- checkpoints ------------------------------------------------------------------------
     def _metadata(self, i: int) -> dict[str, Any]:
         state = self.members[i]
-        stats = state.data.stats
-        return {
-            "model_id": f"{self.config.model_id}-seed{state.config.seed}@step{self.step}",
-            "task": self.config.task,
-            "step": self.step,
-            "return_stats": {k: v for k, v in stats.items() if k.startswith("return")},
-            "error_normalizers": {k: v for k, v in stats.items() if not k.startswith("return")},
-            "data_report": to_dict(state.data.report),
-            "training": to_dict(state.config),
-            "provenance": {
+        return checkpoint_metadata(
+            model_id=f"{self.config.model_id}-seed{state.config.seed}@step{self.step}",
+            task=state.task,
+            action_bounds=state.action_bounds,
+            step=self.step,
+            data=state.data,
+            config=state.config,
+            provenance={
                 **state.provenance,
                 "world_size": 1,
                 "stacked": {"members": self.k, "index": i},
-                "device": str(self.device),
-                "bf16_autocast": self.bf16,
-                "torch": str(torch.__version__),
-                "host": platform.node(),
-                "saved_unix_s": time.time(),
             },
-            "resume": {
-                "mask_rng": state.mask_rng.bit_generator.state,
-                "data_rng": state.data_rng.bit_generator.state,
-            },
-        }
+            device=self.device,
+            bf16=self.bf16,
+            rngs=(state.mask_rng, state.data_rng),
+        )
 
     def _trainer_state(self, i: int) -> dict[str, Tensor]:
         """Member i's optimiser state in the Trainer's layout (``optim/<param>/<key>``)."""
@@ -389,7 +392,7 @@ class StackedTrainer:
             }
         self.step = steps[0]
         for state in self.members:
-            _drop_metrics_after(state.out / "metrics.jsonl", self.step)
+            drop_metrics_after(state.out / "metrics.jsonl", self.step)
         log.info("stacked run resumed %d members at step %d", self.k, self.step)
 
     # -- the loop ---------------------------------------------------------------------------
@@ -420,18 +423,3 @@ class StackedTrainer:
 def _log(out: Path, step: int, record: dict[str, float]) -> None:
     with open(out / "metrics.jsonl", "a") as handle:
         handle.write(json.dumps({"step": step, **record}) + "\n")
-
-
-def _drop_metrics_after(path: Path, step: int) -> None:
-    """Rows logged after the checkpoint a run resumes from are logged again: drop them."""
-    if not path.is_file():
-        return
-    kept = []
-    for line in path.read_text().splitlines(keepends=True):
-        try:
-            row_step = json.loads(line)["step"]
-        except (ValueError, KeyError, TypeError):
-            continue
-        if isinstance(row_step, int) and row_step <= step:
-            kept.append(line if line.endswith("\n") else line + "\n")
-    atomic.write_text(path, "".join(kept))

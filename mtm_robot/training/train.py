@@ -99,6 +99,62 @@ class TrainConfig:
         one_of("fp32_linear", self.fp32_linear, ("onednn", "torch"))
 
 
+def checkpoint_metadata(
+    *,
+    model_id: str,
+    task: str,
+    action_bounds: dict[str, list[float]] | None,
+    step: int,
+    data: SegmentDataset,
+    config: TrainConfig,
+    provenance: dict[str, Any],
+    device: torch.device,
+    bf16: bool,
+    rngs: tuple[np.random.Generator, np.random.Generator],
+) -> dict[str, Any]:
+    """What a checkpoint records beside its weights (one home: the Trainer and the stacked
+    trainer's members write the same layout)."""
+    stats = data.stats
+    return {
+        "model_id": model_id,
+        "task": task,
+        "action_bounds": action_bounds,
+        "step": step,
+        "return_stats": {k: v for k, v in stats.items() if k.startswith("return")},
+        "error_normalizers": {k: v for k, v in stats.items() if not k.startswith("return")},
+        "data_report": to_dict(data.report),
+        "training": to_dict(config),
+        "provenance": {
+            **provenance,
+            "device": str(device),
+            "bf16_autocast": bf16,
+            "torch": str(torch.__version__),
+            "host": platform.node(),
+            "saved_unix_s": time.time(),
+        },
+        "resume": {
+            "mask_rng": rngs[0].bit_generator.state,
+            "data_rng": rngs[1].bit_generator.state,
+        },
+    }
+
+
+def drop_metrics_after(path: Path, step: int) -> None:
+    """Rows of ``metrics.jsonl`` logged after the checkpoint a run resumes from are logged
+    again: drop them (and a line a kill cut short)."""
+    if not path.is_file():
+        return
+    kept = []
+    for line in path.read_text().splitlines(keepends=True):
+        try:
+            row_step = json.loads(line)["step"]
+        except (ValueError, KeyError, TypeError):  # a line a kill cut short
+            continue
+        if isinstance(row_step, int) and row_step <= step:
+            kept.append(line if line.endswith("\n") else line + "\n")
+    atomic.write_text(path, "".join(kept))
+
+
 def episode_task(episodes: Sequence[Episode]) -> str:
     """The one task the episodes' metadata names, or "" when they name none or several."""
     tasks = {str(e.meta["task"]) for e in episodes if e.meta.get("task")}
@@ -284,31 +340,18 @@ class Trainer:
 
     # -- checkpoints ------------------------------------------------------------------------
     def metadata(self) -> dict[str, Any]:
-        return {
-            "model_id": f"{self.config.model_id}@step{self.step}",
-            "task": self.task,
-            "action_bounds": self.action_bounds,
-            "step": self.step,
-            "return_stats": {k: v for k, v in self.data.stats.items() if k.startswith("return")},
-            "error_normalizers": {
-                k: v for k, v in self.data.stats.items() if not k.startswith("return")
-            },
-            "data_report": to_dict(self.data.report),
-            "training": to_dict(self.config),
-            "provenance": {
-                **self.provenance,
-                "world_size": self.world,
-                "device": str(self.device),
-                "bf16_autocast": self.bf16,
-                "torch": str(torch.__version__),
-                "host": platform.node(),
-                "saved_unix_s": time.time(),
-            },
-            "resume": {
-                "mask_rng": self.mask_rng.bit_generator.state,
-                "data_rng": self.data_rng.bit_generator.state,
-            },
-        }
+        return checkpoint_metadata(
+            model_id=f"{self.config.model_id}@step{self.step}",
+            task=self.task,
+            action_bounds=self.action_bounds,
+            step=self.step,
+            data=self.data,
+            config=self.config,
+            provenance={**self.provenance, "world_size": self.world},
+            device=self.device,
+            bf16=self.bf16,
+            rngs=(self.mask_rng, self.data_rng),
+        )
 
     def _trainer_state(self) -> dict[str, torch.Tensor]:
         state: dict[str, torch.Tensor] = {"torch_rng": torch.get_rng_state()}
@@ -371,23 +414,8 @@ class Trainer:
             self.data_rng = np.random.default_rng([self.config.seed, self.rank, self.step])
         self.resumed_from = directory
         if self.rank == 0:
-            self._drop_metrics_after(self.step)
+            drop_metrics_after(self.out / "metrics.jsonl", self.step)
         log.info("resumed from %s at step %d", directory, self.step)
-
-    def _drop_metrics_after(self, step: int) -> None:
-        """Rows logged after the checkpoint a run resumes from are logged again: drop them."""
-        path = self.out / "metrics.jsonl"
-        if not path.is_file():
-            return
-        kept = []
-        for line in path.read_text().splitlines(keepends=True):
-            try:
-                row_step = json.loads(line)["step"]
-            except (ValueError, KeyError, TypeError):  # a line a kill cut short
-                continue
-            if isinstance(row_step, int) and row_step <= step:
-                kept.append(line if line.endswith("\n") else line + "\n")
-        atomic.write_text(path, "".join(kept))
 
     # -- the loop ---------------------------------------------------------------------------
     def _log(self, record: dict[str, float]) -> None:

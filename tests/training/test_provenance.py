@@ -42,3 +42,23 @@ def test_disagreeing_or_malformed_bounds_are_not_recorded():
     two_tasks = linear_episodes(2, length=12)
     two_tasks[1].meta["task"] = "other"
     assert episode_task(two_tasks) == ""
+
+
+def test_stacked_members_record_what_a_trainer_would(tmp_path):
+    """The stacked trainer writes the Trainer's metadata (one builder): its task and bounds."""
+    from mtm_robot.training.stacked import Member, StackedTrainer
+
+    members = [
+        Member(0, _bounded(4), tmp_path / "m0"),
+        Member(1, _bounded(4, seed=1), tmp_path / "m1"),
+    ]
+    StackedTrainer(_config(2), members).run(progress=False)
+    alone = tmp_path / "alone"
+    Trainer(_config(2), _bounded(4), alone).run(progress=False)
+    single = read_metadata(alone / "checkpoints" / "latest")
+    for m in ("m0", "m1"):
+        meta = read_metadata(tmp_path / m / "checkpoints" / "latest")
+        assert meta["task"] == "linear"
+        assert meta["action_bounds"] == {"low": [-1.0] * ACTION_DIM, "high": [1.0] * ACTION_DIM}
+        assert meta.keys() == single.keys()
+        assert meta["provenance"]["stacked"]["members"] == 2
