@@ -17,6 +17,7 @@ are a lockstep ``sim_control`` session's (same history, bounds, reference tracki
 from __future__ import annotations
 
 import argparse
+import json
 import os
 from pathlib import Path
 
@@ -27,6 +28,7 @@ os.environ.setdefault("MUJOCO_GL", "egl")
 from controllers.loop import ControllerConfig
 from controllers.reference import ReferenceTrajectory
 from controllers.session import EVALUATION_SEED_BASE, shipped_demonstration
+from mtm_robot import atomic
 from mtm_robot.evaluation import MTMPolicy
 from mtm_robot.report.page import hardware, write_section
 from sim.evaluation import StatePolicy, evaluate
@@ -72,12 +74,18 @@ def mtm_scores(
     return result.scores, policy.model_id
 
 
+#: an episode scoring below this normalised score counts as a fall (issue 15's definition)
+FALL_SCORE = 50.0
+
+
 def _row(label: str, returns: np.ndarray, scores: np.ndarray) -> str:
-    """One table row: return and score mean ± std, 5th percentile and worst episode."""
+    """One table row: return and score mean ± std, 5th percentile, worst episode, fall rate."""
+    falls = int(np.sum(scores < FALL_SCORE))
     return (
         f"| {label} | {returns.mean():.1f} ± {returns.std():.1f} | "
         f"{np.percentile(returns, 5):.1f} | {returns.min():.1f} | "
-        f"{scores.mean():.1f} ± {scores.std():.1f} | {scores.min():.1f} |"
+        f"{scores.mean():.1f} ± {scores.std():.1f} | {scores.min():.1f} | "
+        f"{falls}/{len(scores)} |"
     )
 
 
@@ -121,6 +129,7 @@ def main() -> None:
     expert = expert_scores(task, args.episodes, args.seed, args.max_steps)
     print(f"expert: {expert.mean():.1f} ± {expert.std():.1f}", flush=True)
     rows = [_row("data-generating expert (baseline)", returns_of(expert), expert)]
+    per_episode: dict[str, list[float]] = {"expert": [round(float(x), 3) for x in expert]}
     for mode in modes:
         scores, model_id = mtm_scores(
             checkpoint,
@@ -134,6 +143,7 @@ def main() -> None:
         )
         print(f"{mode}: {scores.mean():.1f} ± {scores.std():.1f}", flush=True)
         rows.append(_row(f"MTM `{model_id}`, {mode}", returns_of(scores), scores))
+        per_episode[f"{model_id} {mode}"] = [round(float(x), 3) for x in scores]
     seeds = f"{args.seed}..{args.seed + args.episodes - 1}"
     command = (
         f"python bench/control_quality.py --task {task} --episodes {args.episodes}"
@@ -152,12 +162,13 @@ def main() -> None:
 
 Lockstep, {args.episodes} evaluation episodes (reset seeds {seeds},
 never used in training, collection or choosing anything); normalised score =
-100 x (R - random) / (expert - random) with the registry's reference returns.{tracking}
+100 x (R - random) / (expert - random) with the registry's reference returns; a fall is an
+episode scoring below {FALL_SCORE:.0f}.{tracking}
 Checkpoint `{checkpoint if args.checkpoint != "default" else f"mtm_robot/checkpoints/{task}/"}`.
 Hardware: {hardware()}.
 
-| policy | return, mean ± std | 5th pct | worst | score, mean ± std | worst score |
-| --- | ---: | ---: | ---: | ---: | ---: |
+| policy | return, mean ± std | 5th pct | worst | score, mean ± std | worst score | falls |
+| --- | ---: | ---: | ---: | ---: | ---: | ---: |
 {chr(10).join(rows)}
 
 Command: `{command}`
@@ -165,6 +176,18 @@ Command: `{command}`
     print(md)
     if not args.no_write:
         write_section("control-quality" if task == "walker-walk" else f"control-quality-{task}", md)
+        results = {
+            "task": task,
+            "checkpoint": checkpoint,
+            "seeds": [args.seed, args.seed + args.episodes - 1],
+            "max_steps": args.max_steps,
+            "normalized_scores": per_episode,
+            "command": command,
+            "hardware": hardware(),
+        }
+        path = ROOT / "docs" / "results" / f"control_quality_{task}.json"
+        atomic.write_text(path, json.dumps(results, indent=1) + "\n")
+        print(f"per-episode scores: {path.relative_to(ROOT)}")
 
 
 if __name__ == "__main__":

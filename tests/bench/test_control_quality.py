@@ -31,3 +31,4 @@ def test_the_reacher_table_has_return_percentile_worst_and_the_expert() -> None:
     for row in rows:  # return mean ± std | 5th pct | worst | score mean ± std | worst score
         cells = [c.strip() for c in row.strip("|").split("|")][1:]
         assert re.fullmatch(rf"{number} ± {number}", cells[0]) and re.fullmatch(number, cells[2])
+        assert re.fullmatch(r"\d+/2", cells[5])  # falls: episodes scoring below 50, of 2
